@@ -1,0 +1,61 @@
+"""One structured audit record per session (JSON lines). Built from named fields only, so no
+secret can slip in: there is no field for a password and no free-form dump of a request."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import IO
+
+
+@dataclass
+class AuditRecord:
+    session: int
+    client: str
+    started: float = field(default_factory=time.time)
+    version: int | None = None  # SOCKS version
+    dst: str = ""
+    port: int = 0
+    rule: str | None = None
+    matched_by: str = ""
+    action: str = ""
+    ssh_server: str = ""
+    ssh_user: str = ""
+    user_source: str = ""  # "profile" or "socks" (RFC 1929) - where the SSH user came from
+    last_hop: str = ""  # "local" (the SSH host is the destination), "clear", or "direct"
+    bytes_up: int = 0
+    bytes_down: int = 0
+    duration_ms: float = 0.0
+    result: str = "open"
+    reply: int | None = None  # the SOCKS REP code sent
+    error: str = ""
+
+    def to_json(self) -> str:
+        record = asdict(self)
+        record["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started))
+        return json.dumps(record, separators=(",", ":"))
+
+
+class AuditLog:
+    def __init__(self, path: str = "") -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        # Held open for the daemon's life (closed in close()), one flushed line per record.
+        self._stream: IO[str] = (
+            open(path, "a", encoding="utf-8") if path else sys.stderr  # noqa: SIM115
+        )
+        self.records = 0
+
+    def write(self, record: AuditRecord) -> None:
+        line = record.to_json()
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+            self.records += 1
+
+    def close(self) -> None:
+        if self._path:
+            self._stream.close()

@@ -1,0 +1,130 @@
+"""The `tunnel` command: serve, check, explain."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import socket
+import sys
+
+from tunnel import __version__
+from tunnel import config as config_mod
+from tunnel.config import Config, HostKeyPolicy
+from tunnel.errors import ConfigError
+from tunnel.rules import Action, IPAddress
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tunnel", description="SOCKS proxy that carries FTP "
+                                     "(and any TCP) through SSH.")
+    parser.add_argument("--version", action="version", version=f"tunnel {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("-c", "--config", required=True)
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    check = sub.add_parser("check", help="validate a config file")
+    check.add_argument("-c", "--config", required=True)
+    explain = sub.add_parser("explain", help="which rule, action and SSH server a destination gets")
+    explain.add_argument("-c", "--config", required=True)
+    explain.add_argument("destination", help="HOST:PORT")
+    explain.add_argument("--no-resolve", action="store_true",
+                         help="do not resolve a host name to match IP rules")
+    args = parser.parse_args(argv)
+
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        print(f"tunnel: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        print(f"{args.config}: OK ({len(cfg.profiles)} profiles, {len(cfg.rules.rules)} rules, "
+              f"listening on {', '.join(map(str, cfg.proxy.listen))})")
+        return 0
+    if args.command == "explain":
+        return _explain(cfg, args.destination, resolve=not args.no_resolve)
+    return _serve(cfg, args.verbose)
+
+
+def _serve(cfg: Config, verbose: bool) -> int:
+    from tunnel.server import ProxyServer  # asyncssh is only needed to serve
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # asyncssh logs every channel at INFO; keep our log about sessions, not packets.
+    logging.getLogger("asyncssh").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+    async def run() -> None:
+        await ProxyServer(cfg).run()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        print(f"tunnel: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _split_destination(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _explain(cfg: Config, destination: str, resolve: bool) -> int:
+    try:
+        host, port = _split_destination(destination)
+    except ValueError as exc:
+        print(f"tunnel: {exc}", file=sys.stderr)
+        return 2
+    addresses: list[IPAddress] = []
+    lines = [f"destination: {host}:{port}"]
+    if cfg.rules.wants_resolution(host):
+        if resolve:
+            try:
+                infos = socket.getaddrinfo(host, None)
+                addresses = list(dict.fromkeys(ipaddress.ip_address(i[4][0]) for i in infos))
+                lines.append(f"  a host name; IP rules are matched against its local "
+                             f"resolution: {', '.join(map(str, addresses))}")
+            except OSError as exc:
+                lines.append(f"  a host name that does not resolve here ({exc.strerror}); "
+                             "only name rules can match it")
+        else:
+            lines.append("  a host name; not resolved (--no-resolve): only name rules apply")
+    decision = cfg.rules.decide(host, port, addresses)
+    lines.append(f"rule: {decision.describe()}")
+    lines.append(f"action: {decision.action.value}")
+    if decision.action in (Action.FTP_TUNNEL, Action.FTP_SFTP):
+        lines.append("  (accepted by the config, refused at run time: not implemented yet)")
+    if decision.profile is not None:
+        profile = cfg.profile(decision.profile)
+        ssh_host = profile.host or host
+        chain = []
+        hop = profile
+        while hop.gateway:
+            hop = cfg.profile(hop.gateway)
+            chain.append(f"{hop.host}:{hop.port} (profile {hop.id!r})")
+        lines.append(f"ssh server: {ssh_host}:{profile.port} (profile {profile.id!r}"
+                     + (", the SOCKS destination itself" if not profile.host else "") + ")")
+        if chain:
+            lines.append(f"  via gateway {' then '.join(reversed(chain))}")
+        lines.append("ssh user: " + (f"{profile.user!r} (from the profile)" if profile.user else
+                                     "from the application (SOCKS5 username/password)"))
+        lines.append(f"auth: {', '.join(profile.auth)}; host keys: "
+                     f"{profile.host_key_policy.value}"
+                     + (f" ({profile.known_hosts})"
+                        if profile.host_key_policy is not HostKeyPolicy.INSECURE else ""))
+        if ssh_host == host:
+            lines.append("last hop: inside the SSH server (it is the destination)")
+        else:
+            lines.append(f"last hop: CLEAR from {ssh_host} to {host}:{port}")
+        if decision.fallback_to_plain:
+            lines.append("fallback: connects directly, unencrypted, if SSH fails")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The daemon: SOCKS listeners, signals (SIGHUP reload, SIGTERM/SIGINT drain), shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from tunnel import config as config_mod
+from tunnel.audit import AuditLog
+from tunnel.config import Config, Profile
+from tunnel.errors import ConfigError
+from tunnel.session import Context, SocksSession
+from tunnel.ssh import SSHPool
+
+log = logging.getLogger("tunnel.server")
+
+
+class ProxyServer:
+    def __init__(self, config: Config) -> None:
+        self.ctx = Context(config=config, pool=SSHPool(self._profile, config.proxy.connect_timeout),
+                           audit=AuditLog(config.proxy.audit_log))
+        self._servers: list[asyncio.Server] = []
+        self._stopping = asyncio.Event()
+
+    def _profile(self, profile_id: str) -> Profile:
+        return self.ctx.config.profile(profile_id)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listen in self.ctx.config.proxy.listen:
+            server = await loop.create_server(lambda: SocksSession(self.ctx), listen.host,
+                                              listen.port, reuse_address=True)
+            self._servers.append(server)
+            log.info("listening on %s", listen)
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGHUP, self.reload)):
+            loop.add_signal_handler(sig, handler)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def reload(self) -> None:
+        """New rules and profiles apply to new sessions; running sessions keep theirs.
+        A config that does not validate is refused and the old one stays."""
+        path = self.ctx.config.path
+        try:
+            self.ctx.config = config_mod.load(path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        log.info("reloaded %s: %d profiles, %d rules", path, len(self.ctx.config.profiles),
+                 len(self.ctx.config.rules.rules))
+
+    async def run(self) -> None:
+        await self.start()
+        await self._stopping.wait()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Stop accepting, let sessions finish up to drain_timeout, then close the rest."""
+        for server in self._servers:
+            server.close()
+        timeout = self.ctx.config.proxy.drain_timeout
+        log.info("draining %d sessions (up to %.0f s)", len(self.ctx.sessions), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.ctx.sessions and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        for session in list(self.ctx.sessions.values()):
+            session.close()
+        await self.ctx.pool.close()
+        self.ctx.audit.close()
+        log.info("stopped")

@@ -1,0 +1,359 @@
+"""One SOCKS client's life: handshake -> rule decision -> action -> relay -> audit record.
+
+The bytes are parsed by `socks.SocksServer` and the decision comes from `rules.RuleSet`; this
+module only sequences them and runs the chosen action. Every way out of a session (protocol
+error, refusal, upstream failure, normal close) writes exactly one audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+
+from tunnel.audit import AuditLog, AuditRecord
+from tunnel.config import Config
+from tunnel.errors import RemoteProtocolError, UpstreamError
+from tunnel.failures import reply_for_os_error
+from tunnel.relay import Relay, Side
+from tunnel.rules import Action, Decision, IPAddress
+from tunnel.socks import AuthRequest, Command, Credentials, Reply, Request, SocksServer
+from tunnel.ssh import Lease, Login, SSHPool
+
+log = logging.getLogger("tunnel.session")
+
+
+@dataclass
+class Context:
+    """What sessions share. `config` is replaced on reload; a session reads it once."""
+
+    config: Config
+    pool: SSHPool
+    audit: AuditLog
+    sessions: dict[int, SocksSession] = field(default_factory=dict)
+    next_id: int = 1
+    started: float = field(default_factory=time.monotonic)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _TCPUpstream(asyncio.Protocol):
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.relay.attach(Side.SERVER, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.data(Side.SERVER, data)
+
+    def eof_received(self) -> bool:
+        self.relay.eof(Side.SERVER)
+        return True
+
+    def pause_writing(self) -> None:
+        self.relay.pause_writing(Side.SERVER)
+
+    def resume_writing(self) -> None:
+        self.relay.resume_writing(Side.SERVER)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(Side.SERVER, exc)
+
+
+class _SSHUpstream(asyncssh.SSHTCPSession[bytes]):
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.relay.attach(Side.SERVER, chan)
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.relay.data(Side.SERVER, data)
+
+    def eof_received(self) -> bool:
+        self.relay.eof(Side.SERVER)
+        return True
+
+    def pause_writing(self) -> None:
+        self.relay.pause_writing(Side.SERVER)
+
+    def resume_writing(self) -> None:
+        self.relay.resume_writing(Side.SERVER)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(Side.SERVER, exc)
+
+
+class SocksSession(asyncio.Protocol):
+    """The asyncio protocol for one accepted SOCKS client connection."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.id = ctx.next_id
+        ctx.next_id += 1
+        self.transport: asyncio.Transport | None = None
+        self.codec = SocksServer(self.config.proxy.socks5_auth)
+        self.credentials: Credentials | None = None
+        self.relay = Relay(self._relay_finished)
+        self.record = AuditRecord(self.id, "")
+        self.lease: Lease | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._t0 = time.monotonic()
+        self._closed = False
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.record.client = f"{peer[0]}:{peer[1]}"
+        self.ctx.sessions[self.id] = self
+        if not self.config.proxy.allow_relay and not is_loopback(str(peer[0])):
+            log.warning("session %d: refused client %s: not on this host and "
+                        "proxy.allow_relay = false", self.id, self.record.client)
+            self._end("refused-relay", error="client not on loopback; allow_relay = false")
+            return
+        self.relay.attach(Side.CLIENT, transport)
+        self._timer = asyncio.get_running_loop().call_later(
+            self.config.proxy.handshake_timeout, self._handshake_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self.relay.finished or self._closed:
+            return
+        if self._task is None:
+            self._handshake(data)
+        else:
+            self.relay.data(Side.CLIENT, data)
+
+    def eof_received(self) -> bool:
+        if self._task is None:  # EOF inside the handshake: nothing to carry on
+            self._end("client-eof", error="client closed during the SOCKS handshake")
+            return False
+        self.relay.eof(Side.CLIENT)
+        return True
+
+    def pause_writing(self) -> None:
+        self.relay.pause_writing(Side.CLIENT)
+
+    def resume_writing(self) -> None:
+        self.relay.resume_writing(Side.CLIENT)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self.relay.finished or self._closed:
+            return
+        if self._task is None:
+            self._end("client-eof", error="client closed during the SOCKS handshake")
+        else:
+            self.relay.lost(Side.CLIENT, exc)
+
+    # -- handshake ---------------------------------------------------------------------------
+    def _handshake(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.codec.receive_data(data)
+        try:
+            while True:
+                event = self.codec.next_event()
+                self.transport.write(self.codec.data_to_send())
+                if isinstance(event, AuthRequest):
+                    # RFC 1929 credentials are passed on as the SSH login; the SSH server is
+                    # what judges them, so the sub-negotiation itself always succeeds.
+                    self.credentials = event.credentials
+                    self.transport.write(self.codec.send_auth_result(True))
+                elif isinstance(event, Request):
+                    self.transport.pause_reading()
+                    self._task = asyncio.get_running_loop().create_task(self._serve(event))
+                    return
+                else:
+                    return
+        except RemoteProtocolError as exc:
+            log.warning("session %d: bad SOCKS input from %s: %s",
+                        self.id, self.record.client, exc)
+            if exc.reply is not None:
+                self.transport.write(exc.reply)
+                self.record.reply = exc.reply[1] if len(exc.reply) > 1 else None
+            self._end("protocol-error", error=str(exc))
+
+    def _handshake_timed_out(self) -> None:
+        if self._task is None and not self._closed:
+            log.warning("session %d: SOCKS handshake from %s not complete after %.0f s",
+                        self.id, self.record.client, self.config.proxy.handshake_timeout)
+            self._fail(Reply.TTL_EXPIRED, "handshake-timeout", "SOCKS handshake timed out")
+
+    # -- request -----------------------------------------------------------------------------
+    async def _serve(self, request: Request) -> None:
+        rec = self.record
+        rec.version, rec.dst, rec.port = request.version, request.host, request.port
+        try:
+            if request.command is not Command.CONNECT:
+                self._fail(Reply.COMMAND_NOT_SUPPORTED, "refused",
+                           f"SOCKS {request.command.name} is not supported here")
+                return
+            decision = await self._decide(request)
+            rec.rule, rec.matched_by = decision.rule_id, decision.matched_by.value
+            rec.action = decision.action.value
+            bind = await self._run_action(request, decision)
+        except UpstreamError as exc:
+            log.warning("session %d: %s:%d: %s", self.id, request.host, request.port, exc)
+            self._fail(Reply(exc.socks_reply), "upstream-failed", str(exc))
+            return
+        except TimeoutError:
+            self._fail(Reply.TTL_EXPIRED, "upstream-failed", "connecting upstream timed out")
+            return
+        except asyncio.CancelledError:
+            self._end("client-eof", error="client left while the proxy was connecting")
+            raise
+        except Exception as exc:  # a bug of ours must cost this session only
+            log.exception("session %d: internal error", self.id)
+            self._fail(Reply.GENERAL_FAILURE, "internal-error", f"{type(exc).__name__}: {exc}")
+            return
+        if bind is None or self._closed:
+            if self._closed:  # the client left while we connected: drop the upstream too
+                self.relay.close()
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self.transport is not None
+        self.transport.write(self.codec.send_reply(Reply.SUCCEEDED, *bind))
+        rec.reply = Reply.SUCCEEDED
+        self.relay.start(self.codec.trailing_data())
+
+    async def _decide(self, request: Request) -> Decision:
+        rules = self.config.rules
+        addresses: list[IPAddress] = []
+        if rules.wants_resolution(request.host):
+            addresses = await self._resolve(request.host)
+        return rules.decide(request.host, request.port, addresses)
+
+    async def _resolve(self, host: str) -> list[IPAddress]:
+        """Local resolution, only to match IP rules. A name that does not resolve here may
+        still resolve at the SSH server, so failure just leaves the name rules."""
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(host, None), 5.0)
+        except (OSError, TimeoutError):
+            return []
+        return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+    async def _run_action(self, request: Request, decision: Decision) -> tuple[str, int] | None:
+        """Connect upstream per the decision. Returns the bind address for the SOCKS reply,
+        or None after answering a refusal itself."""
+        action = decision.action
+        if action is Action.REJECT:
+            self._fail(Reply.NOT_ALLOWED, "rejected", decision.describe())
+            return None
+        if action in (Action.FTP_TUNNEL, Action.FTP_SFTP):
+            self._fail(Reply.NOT_ALLOWED, "refused",
+                       f"action {action.value!r} ({decision.describe()}) is accepted by the "
+                       "config but not implemented in this version")
+            return None
+        if action is Action.DIRECT:
+            return await self._direct(request)
+        assert decision.profile is not None
+        try:
+            return await self._tunnel(request, decision.profile)
+        except UpstreamError as exc:
+            if not decision.fallback_to_plain:
+                raise
+            log.warning("session %d: SSH failed (%s); fallback_to_plain: connecting directly",
+                        self.id, exc)
+            self.record.action = "direct-fallback"
+            return await self._direct(request)
+
+    async def _direct(self, request: Request) -> tuple[str, int]:
+        self.record.last_hop = "direct"
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda: _TCPUpstream(self.relay), request.host,
+                                       request.port),
+                self.config.proxy.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamError(f"direct connect failed: {exc or 'timed out'}",
+                                reply_for_os_error(exc)) from None
+        sockname: Any = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
+        return str(sockname[0]), int(sockname[1])
+
+    async def _tunnel(self, request: Request, profile_id: str) -> tuple[str, int]:
+        profile = self.config.profile(profile_id)
+        ssh_host = profile.host or request.host
+        if profile.user:
+            login, self.record.user_source = Login(profile.user), "profile"
+        elif self.credentials is not None:
+            login = Login(self.credentials.username, self.credentials.password)
+            self.record.user_source = "socks"
+        else:
+            raise UpstreamError(
+                f"profile {profile.id!r} takes the SSH user from the application (user = \"\"), "
+                "but this client sent none: use SOCKS5 with username/password "
+                "(proxy.socks5_auth = [\"username\", ...]) or set the profile's user",
+                Reply.NOT_ALLOWED)
+        self.credentials = None  # the password is not kept past the login
+        rec = self.record
+        rec.ssh_server, rec.ssh_user = f"{ssh_host}:{profile.port}", login.user
+        # With host = "" the SSH server *is* the destination and the last hop stays inside
+        # it; otherwise the SSH server connects on in clear.
+        rec.last_hop = "local" if ssh_host == request.host else "clear"
+        _, _, self.lease = await asyncio.wait_for(
+            self.ctx.pool.open_channel(profile, ssh_host, login, request.host, request.port,
+                                       lambda: _SSHUpstream(self.relay)),
+            self.config.proxy.connect_timeout * 2)
+        return "0.0.0.0", 0
+
+    # -- endings -----------------------------------------------------------------------------
+    def _fail(self, reply: Reply, result: str, error: str) -> None:
+        assert self.transport is not None
+        failure = self.codec.failure_reply(reply)
+        if failure is not None:
+            self.transport.write(failure)
+            self.record.reply = reply
+        log.info("session %d: %s %s:%d -> %s (%s)", self.id, self.record.client,
+                 self.record.dst, self.record.port, result, error)
+        self._end(result, error=error)
+
+    def _relay_finished(self, relay: Relay) -> None:
+        if relay.error is not None and not isinstance(relay.error, ConnectionResetError):
+            self._end("error", error=str(relay.error))
+        else:
+            self._end("closed")
+
+    def _end(self, result: str, error: str = "") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.lease is not None:
+            self.lease.release()
+        self.relay.close()
+        if self.transport is not None:
+            self.transport.close()
+        rec = self.record
+        rec.result, rec.error = result, error
+        rec.bytes_up, rec.bytes_down = self.relay.bytes_up, self.relay.bytes_down
+        rec.duration_ms = round((time.monotonic() - self._t0) * 1000, 1)
+        self.ctx.sessions.pop(self.id, None)
+        self.ctx.audit.write(rec)
+
+    def close(self) -> None:
+        """Ask the session to end now (drain timeout, `ctl close`)."""
+        self._end("closed-by-proxy")
+
+
+SessionFactory = Callable[[], SocksSession]
