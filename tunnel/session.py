@@ -185,6 +185,8 @@ class SocksSession(asyncio.Protocol):
         except RemoteProtocolError as exc:
             log.warning("session %d: bad SOCKS input from %s: %s",
                         self.id, self.record.client, exc)
+            # The method selection may precede the error in the same read: it goes first.
+            self.transport.write(self.codec.data_to_send())
             if exc.reply is not None:
                 self.transport.write(exc.reply)
                 self.record.reply = exc.reply[1] if len(exc.reply) > 1 else None

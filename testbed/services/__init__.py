@@ -1,0 +1,1 @@
+"""Real servers run in the foreground under supervision, with logs kept."""

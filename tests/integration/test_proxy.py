@@ -1,0 +1,278 @@
+"""The proxy core against real processes: OpenSSH sshd, pyftpdlib, curl, `tunnel serve`.
+
+Every test goes through the daemon as a user runs it (a subprocess with a TOML file) and
+checks three witnesses: what the client got, the audit record, and the sshd log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.net import free_port
+from testbed.services.sshd import Sshd
+from testbed.socks_client import read_until, socks4_connect, socks5_connect
+from testbed.users import ensure_user
+
+from .conftest import FTP_PASSWORD, FTP_USER, FtpSite, ProxyFactory, require, sshd_log_count
+
+pytestmark = pytest.mark.integration
+
+CURL_PROXY_ERROR = 97  # CURLE_PROXY: the SOCKS proxy refused the request
+
+
+def profile_toml(sshd: Sshd, keys: Path, known_hosts: Path, *, pid: str = "lo",
+                 host: str | None = None, user: str = "root", auth: str = '["publickey"]',
+                 extra: str = "") -> str:
+    host_line = f'host = "{sshd.host if host is None else host}"'
+    return f"""
+[[profile]]
+id = "{pid}"
+{host_line}
+port = {sshd.port}
+user = "{user}"
+auth = {auth}
+identity_files = ["{keys}"]
+known_hosts = "{known_hosts}"
+{extra}
+"""
+
+
+def rule_toml(dst: str, action: str, ports: str = "*", profile: str = "lo") -> str:
+    prof = f'profile = "{profile}"' if action in ("tunnel", "ftp-tunnel") else ""
+    return f'\n[[rule]]\ndst = "{dst}"\nports = "{ports}"\naction = "{action}"\n{prof}\n'
+
+
+def curl(proxy_flag: str, proxy: str, url: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "120", proxy_flag, proxy, *extra, "-o", str(out), url],
+        capture_output=True, text=True, timeout=180)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ftp_url(host: str, site: FtpSite, name: str) -> str:
+    return f"ftp://{FTP_USER}:{FTP_PASSWORD}@{host}:{site.port}/{name}"
+
+
+def test_curl_socks5_hostname_64mib_through_one_ssh_connection(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
+        ftp_site: FtpSite, tmp_path: Path) -> None:
+    require("curl")
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts) + rule_toml("localhost", "tunnel"))
+    logins_before = sshd_log_count(sshd, "Accepted publickey for root")
+    out = tmp_path / "big.bin"
+    result = curl("--socks5-hostname", proxy.url, ftp_url("localhost", ftp_site, "big.bin"), out)
+    assert result.returncode == 0, result.stderr
+    assert sha256(out) == ftp_site.files["big.bin"]
+    # Control and data connection rode one SSH login: the pool reused it.
+    assert sshd_log_count(sshd, "Accepted publickey for root") == logins_before + 1
+    records = _wait_audit(proxy, 2)
+    assert {r["action"] for r in records} == {"tunnel"}
+    assert all(r["ssh_server"] == f"127.0.0.1:{sshd.port}" and r["result"] == "closed"
+               for r in records)
+    assert max(r["bytes_down"] for r in records) == 64 * 1024 * 1024
+    assert all(r["version"] == 5 and r["dst"] == "localhost" for r in records)
+
+
+def test_curl_socks4a_with_ssh_server_taken_from_destination(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, tmp_path: Path,
+        ftp_site: FtpSite) -> None:
+    require("curl")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd.known_hosts_line("localhost"))
+    # host = "": the SOCKS destination is the SSH server, and the FTP server runs on it.
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts, host="")
+                        + rule_toml("localhost", "tunnel"))
+    out = tmp_path / "big.bin"
+    result = curl("--socks4a", proxy.url, ftp_url("localhost", ftp_site, "big.bin"), out)
+    assert result.returncode == 0, result.stderr
+    assert sha256(out) == ftp_site.files["big.bin"]
+    records = _wait_audit(proxy, 2)
+    assert all(r["version"] == 4 and r["last_hop"] == "local" for r in records)
+    assert all(r["ssh_server"] == f"localhost:{sshd.port}" for r in records)
+
+
+def test_refused_target_is_a_socks_failure_not_success_then_reset(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
+        tmp_path: Path) -> None:
+    require("curl")
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts) + rule_toml("127.0.0.1", "tunnel"))
+    closed_port = free_port()
+    code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", closed_port)
+    sock.close()
+    assert code == 0x05  # connection refused, as the SSH server saw it
+    code4, sock4 = socks4_connect((proxy.host, proxy.port), "127.0.0.1", closed_port)
+    sock4.close()
+    assert code4 == 0x5B
+    result = curl("--socks5", proxy.url, f"ftp://127.0.0.1:{closed_port}/x", tmp_path / "x")
+    assert result.returncode == CURL_PROXY_ERROR, (result.returncode, result.stderr)
+    records = _wait_audit(proxy, 3)
+    assert all(r["result"] == "upstream-failed" for r in records)
+    assert records[0]["reply"] == 5
+
+
+def test_wrong_host_key_refused_under_strict_before_any_credential(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, tmp_path: Path) -> None:
+    other = Sshd(tmp_path / "impostor", 1)  # only for its freshly generated host key
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(other.known_hosts_line().replace("[127.0.0.1]:1",
+                                                            f"[127.0.0.1]:{sshd.port}"))
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts) + rule_toml("127.0.0.1", "tunnel"))
+    log_before = len(sshd.log())
+    code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", 21)
+    sock.close()
+    assert code == 0x02
+    record = _wait_audit(proxy, 1)[0]
+    assert "host key" in record["error"]
+    # The client hung up in key exchange: sshd never saw a user name or a key offer.
+    new_log = sshd.log()[log_before:]
+    assert "publickey" not in new_log and "root" not in new_log, new_log
+
+
+def test_accept_new_pins_an_unknown_host_key(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, tmp_path: Path,
+        ftp_site: FtpSite) -> None:
+    known_hosts = tmp_path / "pinned_known_hosts"
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts,
+                                     extra='host_key_policy = "accept-new"')
+                        + rule_toml("127.0.0.1", "tunnel"))
+    code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+    assert code == 0
+    assert read_until(sock, b"\r\n").startswith(b"220")
+    sock.close()
+    host_key = sshd.known_hosts_line().split()[2]
+    assert known_hosts.read_text().split()[2] == host_key
+
+
+def test_direct_reject_and_unmatched_rules(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
+        ftp_site: FtpSite, tmp_path: Path) -> None:
+    require("curl")
+    body = (profile_toml(sshd, keys, known_hosts)
+            + rule_toml("127.0.0.1", "direct")
+            + rule_toml("*.reject.test", "reject")
+            + rule_toml("ftp.later.test", "ftp-tunnel"))
+    proxy = start_proxy(body)
+    ssh_logins = sshd_log_count(sshd, "Accepted")
+    out = tmp_path / "small.txt"
+    result = curl("--socks5", proxy.url, ftp_url("127.0.0.1", ftp_site, "small.txt"), out)
+    assert result.returncode == 0, result.stderr
+    assert sha256(out) == ftp_site.files["small.txt"]
+    assert sshd_log_count(sshd, "Accepted") == ssh_logins  # direct never touched SSH
+    for host in ("files.reject.test", "unmatched.example", "ftp.later.test"):
+        code, sock = socks5_connect((proxy.host, proxy.port), host, 21)
+        sock.close()
+        assert code == 0x02, host
+    records = _wait_audit(proxy, 5)
+    by_dst = {r["dst"]: r for r in records}
+    assert by_dst["127.0.0.1"]["action"] == "direct"
+    assert by_dst["files.reject.test"]["result"] == "rejected"
+    assert by_dst["unmatched.example"]["rule"] is None
+    assert "not implemented" in by_dst["ftp.later.test"]["error"]
+
+
+def test_socks5_credentials_become_the_ssh_password_login(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
+        ftp_site: FtpSite, tmp_path: Path) -> None:
+    require("curl", "useradd", "chpasswd")
+    user, password = "fts-alice", "pw-" + secrets.token_hex(8)
+    ensure_user(user, password)
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts, user="", auth='["password"]')
+                        + rule_toml("127.0.0.1", "tunnel"),
+                        proxy_extra='socks5_auth = ["username", "none"]')
+    out = tmp_path / "small.txt"
+    result = curl("--socks5", proxy.url, ftp_url("127.0.0.1", ftp_site, "small.txt"), out,
+                  "--proxy-user", f"{user}:{password}")
+    assert result.returncode == 0, result.stderr
+    assert sha256(out) == ftp_site.files["small.txt"]
+    assert f"Accepted password for {user}" in sshd.log()
+    # A wrong password is the SSH server's refusal, told to the client as "not allowed".
+    code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port,
+                                credentials=(user, "wrong-" + password))
+    sock.close()
+    assert code == 0x02
+    # No credentials at all for a user-from-app profile: refused with a reason.
+    code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+    sock.close()
+    assert code == 0x02
+    records = _wait_audit(proxy, 4)
+    assert "SSH login refused" in records[-2]["error"]
+    assert "sent none" in records[-1]["error"]
+    everything = proxy.log() + proxy.audit_path.read_text()
+    assert password not in everything  # never logged, not even the wrong one's stem
+
+
+def test_gateway_jump_host(start_proxy: ProxyFactory, sshd: Sshd, keys: Path,
+                           tmp_path: Path, ftp_site: FtpSite) -> None:
+    jump = Sshd(tmp_path / "jump", free_port(), authorized_keys=[keys]).start()
+    try:
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(jump.known_hosts_line() + sshd.known_hosts_line())
+        body = (profile_toml(jump, keys, known_hosts, pid="jump")
+                + profile_toml(sshd, keys, known_hosts, extra='gateway = "jump"')
+                + rule_toml("127.0.0.1", "tunnel"))
+        proxy = start_proxy(body)
+        inner_before = sshd_log_count(sshd, "Accepted publickey")
+        code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+        assert code == 0
+        assert read_until(sock, b"\r\n").startswith(b"220")
+        sock.close()
+        assert sshd_log_count(jump, "Accepted publickey for root") == 1
+        assert sshd_log_count(sshd, "Accepted publickey") == inner_before + 1
+    finally:
+        jump.stop()
+
+
+def test_malformed_socks_gets_its_code_and_the_daemon_keeps_serving(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
+        ftp_site: FtpSite) -> None:
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts) + rule_toml("127.0.0.1", "tunnel"),
+                        proxy_extra="handshake_timeout = 1.0")
+    address = (proxy.host, proxy.port)
+    cases = [
+        (b"\x05\x01\x00" + b"\x05\x09\x00\x01\x7f\x00\x00\x01\x00\x15", b"\x05\x00\x05\x07"),
+        (b"\x05\x01\x00" + b"\x05\x01\x00\x07", b"\x05\x00\x05\x08"),
+        (b"\x05\x01\x02", b"\x05\xff"),
+        (b"\x04\x03\x00\x15\x7f\x00\x00\x01\x00", b"\x00\x5b"),
+        (b"\x07hello", b""),
+        (b"\x05", b""),  # half a greeting: closed by the handshake timeout
+    ]
+    for payload, expected in cases:
+        with socket.create_connection(address, timeout=10) as sock:
+            sock.sendall(payload)
+            got = b""
+            while chunk := sock.recv(64):
+                got += chunk
+            assert got.startswith(expected), (payload, got)
+    code, sock = socks5_connect(address, "127.0.0.1", ftp_site.port)
+    assert code == 0
+    assert read_until(sock, b"\r\n").startswith(b"220")
+    sock.close()
+    results = [r["result"] for r in _wait_audit(proxy, len(cases) + 1)]
+    assert results.count("protocol-error") == 5
+    assert "handshake-timeout" in results
+
+
+def _wait_audit(proxy: object, count: int, timeout: float = 10.0) -> list[dict[str, object]]:
+    """Audit records are written when sessions end, which may lag the client by a moment.
+    Connections that closed without a byte (the readiness probe) are left out."""
+    from testbed.proxy import TunnelProxy
+
+    assert isinstance(proxy, TunnelProxy)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = [r for r in proxy.audit()
+                   if not (r["result"] == "client-eof" and r["version"] is None)]
+        if len(records) >= count:
+            return records
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} audit records, got {proxy.audit()}")
