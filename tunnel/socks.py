@@ -286,7 +286,9 @@ class SocksServer:
 
     def _parse_socks5_request(self) -> Event | _NeedData:
         buf = self._buffer
-        if len(buf) < 5:
+        # Judge VER, CMD and ATYP as soon as they are here: a bad request is answered at
+        # once instead of waiting for bytes that a broken client will never send.
+        if len(buf) < 4:
             return NEED_DATA
         if buf[0] != 5:
             raise RemoteProtocolError(
@@ -312,6 +314,8 @@ class SocksServer:
                 return NEED_DATA
             host = str(ipaddress.IPv6Address(bytes(buf[4:end])))
         elif atyp == AddressType.DOMAIN:
+            if len(buf) < 5:
+                return NEED_DATA
             end = 5 + buf[4]
             if len(buf) < end + 2:
                 return NEED_DATA
