@@ -49,7 +49,8 @@ def rule_toml(dst: str, action: str, ports: str = "*", profile: str = "lo") -> s
     return f'\n[[rule]]\ndst = "{dst}"\nports = "{ports}"\naction = "{action}"\n{prof}\n'
 
 
-def curl(proxy_flag: str, proxy: str, url: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def curl(proxy_flag: str, proxy: str, url: str, out: Path,
+         *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["curl", "-sS", "--max-time", "120", proxy_flag, proxy, *extra, "-o", str(out), url],
         capture_output=True, text=True, timeout=180)

@@ -1,0 +1,88 @@
+"""`tunnel check` and `tunnel explain` as a user runs them (in process; no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunnel.cli import main
+
+CONFIG = """
+[[profile]]
+id = "jump"
+host = "jump.example"
+user = "ops"
+
+[[profile]]
+id = "gw"
+host = "gw.example"
+user = ""
+gateway = "jump"
+
+[[profile]]
+id = "self"
+host = ""
+user = "ftp"
+auth = ["publickey"]
+
+[[rule]]
+id = "corp"
+dst = "10.1.0.0/16"
+ports = "21"
+action = "tunnel"
+profile = "gw"
+fallback_to_plain = true
+
+[[rule]]
+id = "on-host"
+dst = "*.files.example"
+ports = "21"
+action = "tunnel"
+profile = "self"
+"""
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> str:
+    path = tmp_path / "t.toml"
+    path.write_text(CONFIG)
+    return str(path)
+
+
+def test_check_ok_and_bad(cfg: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", cfg]) == 0
+    assert "OK (3 profiles, 2 rules" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\naction = "tunnel"\nprofile = "none"\n')
+    assert main(["check", "-c", str(bad)]) == 2
+    assert "bad.toml:3: rule[1].profile: no profile has id 'none'" in capsys.readouterr().err
+
+
+def test_explain_third_host_via_gateway(cfg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "-c", cfg, "10.1.2.3:21"]) == 0
+    out = capsys.readouterr().out
+    assert "rule 'corp' matched by the destination as sent" in out
+    assert "ssh server: gw.example:22 (profile 'gw')" in out
+    assert "via gateway jump.example:22 (profile 'jump')" in out
+    assert "from the application" in out
+    assert "last hop: CLEAR from gw.example to 10.1.2.3:21" in out
+    assert "fallback: connects directly" in out
+
+
+def test_explain_ssh_host_is_destination(cfg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "-c", cfg, "--no-resolve", "ftp.files.example:21"]) == 0
+    out = capsys.readouterr().out
+    assert "ssh server: ftp.files.example:22 (profile 'self', the SOCKS destination itself)" in out
+    assert "ssh user: 'ftp' (from the profile)" in out
+    assert "last hop: inside the SSH server" in out
+
+
+def test_explain_unmatched_and_name_resolution(
+        cfg: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "-c", cfg, "--no-resolve", "other.example:21"]) == 0
+    out = capsys.readouterr().out
+    assert "not resolved (--no-resolve)" in out
+    assert "no rule matched; proxy.unmatched = 'reject'" in out
+    assert main(["explain", "-c", cfg, "localhost:22"]) == 0
+    assert "resolution: " in capsys.readouterr().out

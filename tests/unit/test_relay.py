@@ -1,0 +1,88 @@
+"""The relay's bookkeeping with recording endpoints (pure: no sockets, no loop)."""
+
+from __future__ import annotations
+
+from tunnel.relay import Relay, Side
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def write_eof(self) -> None:
+        self.calls.append("eof")
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def joined() -> tuple[Relay, Recorder, Recorder, list[Relay]]:
+    done: list[Relay] = []
+    relay = Relay(done.append)
+    client, server = Recorder(), Recorder()
+    relay.attach(Side.CLIENT, client)
+    relay.attach(Side.SERVER, server)
+    return relay, client, server, done
+
+
+def test_server_bytes_before_the_socks_reply_wait_for_start() -> None:
+    relay, client, server, _ = joined()
+    relay.data(Side.SERVER, b"220 ready\r\n")
+    assert client.written == b"" and server.calls == ["pause"]
+    relay.start(b"USER a\r\n")
+    assert client.written == b"220 ready\r\n" and server.written == b"USER a\r\n"
+    assert "resume" in server.calls and relay.bytes_down == 11 and relay.bytes_up == 8
+
+
+def test_backpressure_crosses_sides() -> None:
+    relay, client, server, _ = joined()
+    relay.start()
+    client.calls.clear()
+    server.calls.clear()
+    relay.pause_writing(Side.CLIENT)  # the client is slow: stop reading the server
+    relay.resume_writing(Side.CLIENT)
+    relay.pause_writing(Side.SERVER)
+    assert server.calls == ["pause", "resume"] and client.calls == ["pause"]
+
+
+def test_half_close_then_full_close() -> None:
+    relay, client, server, done = joined()
+    relay.start()
+    relay.eof(Side.CLIENT)
+    assert server.calls[-1] == "eof" and not done
+    relay.data(Side.SERVER, b"late reply")
+    assert client.written == b"late reply"
+    relay.eof(Side.SERVER)
+    assert client.calls[-1] == "close" and server.calls[-1] == "close"
+    assert done == [relay]
+
+
+def test_loss_of_one_side_closes_the_other_once() -> None:
+    relay, client, _server, done = joined()
+    relay.start()
+    relay.lost(Side.SERVER, ConnectionResetError())
+    relay.lost(Side.CLIENT, None)
+    assert client.calls.count("close") == 1 and done == [relay]
+    assert isinstance(relay.error, ConnectionResetError)
+
+
+def test_write_refused_by_a_closing_channel_ends_the_relay() -> None:
+    relay, client, server, done = joined()
+
+    def refuse(data: bytes) -> None:
+        raise BrokenPipeError("channel closing")
+
+    server.write = refuse  # type: ignore[method-assign]
+    relay.start()
+    relay.data(Side.CLIENT, b"x")
+    assert done == [relay] and "close" in client.calls
