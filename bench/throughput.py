@@ -106,7 +106,7 @@ profile = "bench"
     size_mb = args.size_mib * (1 << 20) / 1e6
     samples: dict[str, list[float]] = {name: [] for name in peers}
     try:
-        for name, run in peers.items():  # warm-up: page cache, SSH login, pooled connection
+        for run in peers.values():  # warm-up: page cache, SSH login, pooled connection
             run()
         for _ in range(args.rounds):
             for name, run in peers.items():

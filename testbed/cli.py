@@ -80,7 +80,8 @@ profile = "demo-ssh"
         tunnelled = [r for r in records if r.get("action") == "tunnel"]
         print(f"ftp-ssh-tunnel demo (loopback, {size_mib} MiB, {elapsed:.1f} s)")
         print(f"  FTP client        curl via SOCKS5 {proxy.url}")
-        print(f"  SSH server        OpenSSH sshd 127.0.0.1:{sshd.port} (key login, strict host key)")
+        print(f"  SSH server        OpenSSH sshd 127.0.0.1:{sshd.port} "
+              "(key login, strict host key)")
         print(f"  FTP server        pyftpdlib localhost:{ftp.port}")
         verdicts = [
             ("upload + download", up.returncode == 0 and down.returncode == 0,

@@ -1,0 +1,158 @@
+"""The daemon's life: SIGHUP reload, SIGTERM drain, idle SSH close, relay refusal from
+another host (a real network namespace)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed.proxy import TunnelProxy
+from testbed.services.sshd import Sshd
+from testbed.socks_client import read_until, socks5_connect
+
+from .conftest import FtpSite, ProxyFactory, require, sshd_log_count
+from .test_proxy import _wait_audit, profile_toml, rule_toml
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(predicate: object, timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sighup_reloads_rules_and_refuses_a_bad_file(
+        start_proxy: ProxyFactory, ftp_site: FtpSite) -> None:
+    require()
+    proxy = start_proxy(rule_toml("127.0.0.1", "reject"))
+    address = (proxy.host, proxy.port)
+    code, sock = socks5_connect(address, "127.0.0.1", ftp_site.port)
+    sock.close()
+    assert code == 0x02
+    text = proxy.config_path.read_text()
+    proxy.config_path.write_text(text.replace('action = "reject"', 'action = "direct"'))
+    proxy.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in proxy.log(), what="reload")
+    code, sock = socks5_connect(address, "127.0.0.1", ftp_site.port)
+    assert code == 0 and read_until(sock, b"\r\n").startswith(b"220")
+    sock.close()
+    proxy.config_path.write_text(text.replace('action = "reject"', 'action = "teleport"'))
+    proxy.signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in proxy.log(), what="refused reload")
+    assert "rule[1].action" in proxy.log()
+    code, sock = socks5_connect(address, "127.0.0.1", ftp_site.port)
+    sock.close()
+    assert code == 0  # the last good config still serves
+
+
+def test_sigterm_drains_running_sessions_then_exits(
+        start_proxy: ProxyFactory, ftp_site: FtpSite) -> None:
+    require()
+    proxy = start_proxy(rule_toml("127.0.0.1", "direct"), proxy_extra="drain_timeout = 2.0")
+    code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+    assert code == 0 and read_until(sock, b"\r\n").startswith(b"220")
+    proxy.signal(signal.SIGTERM)
+    wait_for(lambda: "draining 1 sessions" in proxy.log(), what="drain start")
+    with pytest.raises(ConnectionRefusedError):  # the listener is closed at once
+        socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+    sock.sendall(b"NOOP\r\n")  # the running session keeps working while draining
+    assert read_until(sock, b"\r\n").startswith(b"200")
+    assert proxy.proc is not None
+    assert proxy.proc.wait(10) == 0
+    sock.close()
+    records = _wait_audit(proxy, 1)
+    assert records[-1]["result"] == "closed-by-proxy"
+
+
+def test_idle_ssh_connection_is_closed(start_proxy: ProxyFactory, sshd: Sshd, keys: Path,
+                                       known_hosts: Path, ftp_site: FtpSite) -> None:
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts, extra="idle_timeout = 1.0")
+                        + rule_toml("127.0.0.1", "tunnel"))
+    closed_before = sshd_log_count(sshd, "Disconnected from user root")
+    code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+    assert code == 0 and read_until(sock, b"\r\n").startswith(b"220")
+    time.sleep(1.5)  # a channel is open: the connection must stay, idle or not
+    assert sshd_log_count(sshd, "Disconnected from user root") == closed_before
+    sock.close()
+    wait_for(lambda: sshd_log_count(sshd, "Disconnected from user root") == closed_before + 1,
+             timeout=5, what="idle close")
+
+
+@pytest.fixture
+def other_host() -> Iterator[tuple[str, str, str]]:
+    """A second host: a network namespace joined to this one by a veth pair.
+    Yields (namespace, our address, its address)."""
+    require("ip")
+    tag = os.getpid() % 100000
+    ns, veth, peer = f"ftsrelay{tag}", f"ftsv{tag}a", f"ftsv{tag}b"
+    octet = tag % 250 + 1
+    ours, theirs = f"10.213.{octet}.1", f"10.213.{octet}.2"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # a crashed run's leftover
+    for argv in (["ip", "netns", "add", ns],
+                 ["ip", "link", "add", veth, "type", "veth", "peer", "name", peer],
+                 ["ip", "link", "set", peer, "netns", ns],
+                 ["ip", "addr", "add", f"{ours}/30", "dev", veth],
+                 ["ip", "link", "set", veth, "up"],
+                 ["ip", "-n", ns, "addr", "add", f"{theirs}/30", "dev", peer],
+                 ["ip", "-n", ns, "link", "set", peer, "up"],
+                 ["ip", "-n", ns, "link", "set", "lo", "up"]):
+        subprocess.run(argv, check=True)
+    try:
+        yield ns, ours, theirs
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+        subprocess.run(["ip", "link", "del", veth], capture_output=True, check=False)
+
+
+PROBE = """
+import sys
+from testbed.socks_client import socks5_connect
+try:
+    code, sock = socks5_connect((sys.argv[1], int(sys.argv[2])), "198.51.100.7", 21, timeout=5)
+    print(code)
+except (ConnectionError, OSError) as exc:
+    print("closed")
+"""
+
+
+def probe_from(ns: str, host: str, port: int) -> str:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    result = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", PROBE, host,
+                             str(port)], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_allow_relay_false_refuses_a_client_on_another_host(
+        other_host: tuple[str, str, str], tmp_path: Path) -> None:
+    require("ip")
+    assert shutil.which("ip")
+    ns, ours, theirs = other_host
+    outcomes = {}
+    for allow in (False, True):
+        proxy = TunnelProxy(tmp_path / f"relay-{allow}", "", host=ours,
+                            proxy_extra=f"allow_relay = {str(allow).lower()}").start()
+        try:
+            outcomes[allow] = probe_from(ns, ours, proxy.port)
+        finally:
+            assert proxy.stop() == 0
+        records = [json.loads(line) for line in proxy.audit_path.read_text().splitlines()]
+        from_other = [r for r in records if r["client"].startswith(theirs + ":")]
+        assert len(from_other) == 1
+        if not allow:
+            assert from_other[0]["result"] == "refused-relay"
+    assert outcomes[False] == "closed"  # no SOCKS byte for a stranger
+    assert outcomes[True] == "2"  # served: unmatched destination, rejected by rule
