@@ -31,6 +31,9 @@ class AuditRecord:
     duration_ms: float = 0.0
     result: str = "open"
     reply: int | None = None  # the SOCKS REP code sent
+    control_session: int | None = None  # for an FTP data connection: its control session
+    ftp_user: str = ""
+    data_channels: int = 0  # active-mode data connections the proxy made for this session
     error: str = ""
 
     def to_json(self) -> str:

@@ -36,6 +36,7 @@ class UpstreamError(TunnelError):
     `socks_reply` is the RFC 1928 REP code that best describes the failure to the client.
     """
 
-    def __init__(self, message: str, socks_reply: int) -> None:
+    def __init__(self, message: str, socks_reply: int, auth_refused: bool = False) -> None:
         super().__init__(message)
         self.socks_reply = socks_reply
+        self.auth_refused = auth_refused  # the SSH server said no to these credentials

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncssh
-
 from tunnel.audit import AuditLog, AuditRecord
 from tunnel.config import Config
+from tunnel.datachannels import DataExpectations, Expected
+from tunnel.endpoints import SSHEnd, TCPEnd
 from tunnel.errors import RemoteProtocolError, UpstreamError
 from tunnel.failures import reply_for_os_error
+from tunnel.ftp_tunnel import FtpTunnel
 from tunnel.relay import Relay, Side
 from tunnel.rules import Action, Decision, IPAddress
 from tunnel.socks import AuthRequest, Command, Credentials, Reply, Request, SocksServer
@@ -37,6 +38,7 @@ class Context:
     pool: SSHPool
     audit: AuditLog
     sessions: dict[int, SocksSession] = field(default_factory=dict)
+    expectations: DataExpectations = field(default_factory=DataExpectations)
     next_id: int = 1
     started: float = field(default_factory=time.monotonic)
 
@@ -46,55 +48,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class _TCPUpstream(asyncio.Protocol):
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.relay.attach(Side.SERVER, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.relay.data(Side.SERVER, data)
-
-    def eof_received(self) -> bool:
-        self.relay.eof(Side.SERVER)
-        return True
-
-    def pause_writing(self) -> None:
-        self.relay.pause_writing(Side.SERVER)
-
-    def resume_writing(self) -> None:
-        self.relay.resume_writing(Side.SERVER)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.lost(Side.SERVER, exc)
-
-
-class _SSHUpstream(asyncssh.SSHTCPSession[bytes]):
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-
-    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
-        self.relay.attach(Side.SERVER, chan)
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self.relay.data(Side.SERVER, data)
-
-    def eof_received(self) -> bool:
-        self.relay.eof(Side.SERVER)
-        return True
-
-    def pause_writing(self) -> None:
-        self.relay.pause_writing(Side.SERVER)
-
-    def resume_writing(self) -> None:
-        self.relay.resume_writing(Side.SERVER)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.lost(Side.SERVER, exc)
 
 
 class SocksSession(asyncio.Protocol):
@@ -111,6 +64,7 @@ class SocksSession(asyncio.Protocol):
         self.relay = Relay(self._relay_finished)
         self.record = AuditRecord(self.id, "")
         self.lease: Lease | None = None
+        self.ftp: FtpTunnel | None = None  # set when the action is ftp-tunnel
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._t0 = time.monotonic()
@@ -137,12 +91,17 @@ class SocksSession(asyncio.Protocol):
             return
         if self._task is None:
             self._handshake(data)
+        elif self.ftp is not None:
+            self.ftp.client_data(data)
         else:
             self.relay.data(Side.CLIENT, data)
 
     def eof_received(self) -> bool:
         if self._task is None:  # EOF inside the handshake: nothing to carry on
             self._end("client-eof", error="client closed during the SOCKS handshake")
+            return False
+        if self.ftp is not None:  # a half-closed FTP control connection is a finished one
+            self.ftp.close("client closed the control connection")
             return False
         self.relay.eof(Side.CLIENT)
         return True
@@ -160,6 +119,8 @@ class SocksSession(asyncio.Protocol):
             return
         if self._task is None:
             self._end("client-eof", error="client closed during the SOCKS handshake")
+        elif self.ftp is not None:
+            self.ftp.close("client closed the control connection")
         else:
             self.relay.lost(Side.CLIENT, exc)
 
@@ -207,10 +168,16 @@ class SocksSession(asyncio.Protocol):
                 self._fail(Reply.COMMAND_NOT_SUPPORTED, "refused",
                            f"SOCKS {request.command.name} is not supported here")
                 return
-            decision = await self._decide(request)
-            rec.rule, rec.matched_by = decision.rule_id, decision.matched_by.value
-            rec.action = decision.action.value
-            bind = await self._run_action(request, decision)
+            expected = self.ctx.expectations.take(self.client_ip, request.host, request.port,
+                                                  time.monotonic())
+            bind: tuple[str, int] | None
+            if expected is not None:
+                bind = await self._ftp_data(expected)
+            else:
+                decision = await self._decide(request)
+                rec.rule, rec.matched_by = decision.rule_id, decision.matched_by.value
+                rec.action = decision.action.value
+                bind = await self._run_action(request, decision)
         except UpstreamError as exc:
             log.warning("session %d: %s:%d: %s", self.id, request.host, request.port, exc)
             self._fail(Reply(exc.socks_reply), "upstream-failed", str(exc))
@@ -234,7 +201,10 @@ class SocksSession(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(self.codec.send_reply(Reply.SUCCEEDED, *bind))
         rec.reply = Reply.SUCCEEDED
-        self.relay.start(self.codec.trailing_data())
+        if self.ftp is not None:
+            self.ftp.start(self.codec.trailing_data())
+        else:
+            self.relay.start(self.codec.trailing_data())
 
     async def _decide(self, request: Request) -> Decision:
         rules = self.config.rules
@@ -260,7 +230,12 @@ class SocksSession(asyncio.Protocol):
         if action is Action.REJECT:
             self._fail(Reply.NOT_ALLOWED, "rejected", decision.describe())
             return None
-        if action in (Action.FTP_TUNNEL, Action.FTP_SFTP):
+        if action is Action.FTP_TUNNEL:
+            assert decision.profile is not None
+            self.ftp = FtpTunnel(self, self.config.profile(decision.profile), request,
+                                 decision.fallback_to_plain)
+            return await self.ftp.prepare()
+        if action is Action.FTP_SFTP:
             self._fail(Reply.NOT_ALLOWED, "refused",
                        f"action {action.value!r} ({decision.describe()}) is accepted by the "
                        "config but not implemented in this version")
@@ -278,12 +253,25 @@ class SocksSession(asyncio.Protocol):
             self.record.action = "direct-fallback"
             return await self._direct(request)
 
+    async def _ftp_data(self, expected: Expected) -> tuple[str, int]:
+        """A passive data connection its control session announced: it rides that session's
+        SSH connection (or its direct fallback), whatever the rules say about the port."""
+        owner = expected.owner
+        assert isinstance(owner, FtpTunnel)
+        rec = self.record
+        rec.action, rec.rule = "ftp-data", owner.session.record.rule
+        rec.control_session = owner.session.id
+        rec.ssh_server, rec.ssh_user = owner.session.record.ssh_server, owner.user
+        rec.last_hop = owner.session.record.last_hop
+        self.lease = await owner.connect_data(expected.target_host, expected.port, self.relay)
+        return "0.0.0.0", 0
+
     async def _direct(self, request: Request) -> tuple[str, int]:
         self.record.last_hop = "direct"
         loop = asyncio.get_running_loop()
         try:
             transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: _TCPUpstream(self.relay), request.host,
+                loop.create_connection(lambda: TCPEnd(self.relay, Side.SERVER), request.host,
                                        request.port),
                 self.config.proxy.connect_timeout)
         except (OSError, TimeoutError) as exc:
@@ -314,7 +302,7 @@ class SocksSession(asyncio.Protocol):
         rec.last_hop = "local" if ssh_host == request.host else "clear"
         _, _, self.lease = await asyncio.wait_for(
             self.ctx.pool.open_channel(profile, ssh_host, login, request.host, request.port,
-                                       lambda: _SSHUpstream(self.relay)),
+                                       lambda: SSHEnd(self.relay)),
             self.config.proxy.connect_timeout * 2)
         return "0.0.0.0", 0
 
@@ -343,6 +331,8 @@ class SocksSession(asyncio.Protocol):
             self._timer.cancel()
         if self.lease is not None:
             self.lease.release()
+        if self.ftp is not None:
+            self.ftp.close(result)
         self.relay.close()
         if self.transport is not None:
             self.transport.close()
@@ -356,6 +346,10 @@ class SocksSession(asyncio.Protocol):
     def close(self) -> None:
         """Ask the session to end now (drain timeout, `ctl close`)."""
         self._end("closed-by-proxy")
+
+    @property
+    def client_ip(self) -> str:
+        return self.record.client.rsplit(":", 1)[0]
 
 
 SessionFactory = Callable[[], SocksSession]

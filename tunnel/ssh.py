@@ -66,6 +66,10 @@ class Login:
 PoolKey = tuple[str, int, str, str, tuple[Any, ...]]
 
 
+class _ConnectionDead(UpstreamError):
+    """The SSH connection itself failed (not the channel open): drop it from the pool."""
+
+
 @dataclass
 class _Entry:
     key: PoolKey
@@ -92,6 +96,10 @@ class Lease:
     @property
     def label(self) -> str:
         return self._entry.label if self._entry else ""
+
+    @property
+    def entry(self) -> _Entry | None:
+        return self._entry
 
     def release(self) -> None:
         if self._entry is not None:
@@ -133,27 +141,52 @@ class SSHPool:
         open is tried once more on a fresh connection."""
         for attempt in (1, 2):
             entry = await self._connection(profile, ssh_host, login)
-            lease = Lease(self, entry)
             try:
-                chan, session = await entry.conn.create_connection(
-                    session_factory, target_host, target_port, encoding=None
-                )
-            except asyncssh.ChannelOpenError as exc:
-                lease.release()
-                code = reply_for_channel_open(exc.code, exc.reason)
-                raise UpstreamError(
-                    f"SSH server {entry.label} could not open {target_host}:{target_port}: "
-                    f"{exc.reason} (channel open code {exc.code})", code) from None
-            except (asyncssh.Error, OSError) as exc:
-                lease.release()
+                return await self._channel(entry, target_host, target_port, session_factory)
+            except _ConnectionDead as exc:
                 self._drop(entry)
                 if attempt == 2:
-                    raise UpstreamError(f"SSH connection {entry.label} failed: {exc}",
-                                        Reply.GENERAL_FAILURE) from None
+                    raise
                 log.info("pooled SSH connection %s is dead (%s); reconnecting", entry.label, exc)
-                continue
-            return chan, session, lease
         raise AssertionError("unreachable")
+
+    async def open_channel_on(
+        self,
+        lease: Lease,
+        target_host: str,
+        target_port: int,
+        session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]],
+    ) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes], Lease]:
+        """Another channel on the connection `lease` holds: an FTP data connection rides
+        its control session's SSH connection, whatever the rules say about its port."""
+        entry = lease.entry
+        if entry is None or entry.closed:
+            raise UpstreamError("the control session's SSH connection is gone",
+                                Reply.GENERAL_FAILURE)
+        return await self._channel(entry, target_host, target_port, session_factory)
+
+    async def _channel(
+        self,
+        entry: _Entry,
+        target_host: str,
+        target_port: int,
+        session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]],
+    ) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes], Lease]:
+        lease = Lease(self, entry)
+        try:
+            chan, session = await entry.conn.create_connection(
+                session_factory, target_host, target_port, encoding=None)
+        except asyncssh.ChannelOpenError as exc:
+            lease.release()
+            raise UpstreamError(
+                f"SSH server {entry.label} could not open {target_host}:{target_port}: "
+                f"{exc.reason} (channel open code {exc.code})",
+                reply_for_channel_open(exc.code, exc.reason)) from None
+        except (asyncssh.Error, OSError) as exc:
+            lease.release()
+            raise _ConnectionDead(f"SSH connection {entry.label} failed: {exc}",
+                                  Reply.GENERAL_FAILURE) from None
+        return chan, session, lease
 
     def stats(self) -> dict[str, int]:
         return {
@@ -231,7 +264,8 @@ class SSHPool:
                 f"host key of {host}:{profile.port} refused ({exc.reason}); nothing was sent. "
                 f"Check known_hosts {profile.known_hosts}", Reply.NOT_ALLOWED) from None
         except asyncssh.PermissionDenied:
-            raise UpstreamError(f"SSH login refused for {label}", Reply.NOT_ALLOWED) from None
+            raise UpstreamError(f"SSH login refused for {label}", Reply.NOT_ALLOWED,
+                                auth_refused=True) from None
         except asyncssh.Error as exc:
             raise UpstreamError(f"SSH to {label} failed: {exc.reason}",
                                 Reply.GENERAL_FAILURE) from None

@@ -45,7 +45,7 @@ known_hosts = "{known_hosts}"
 
 
 def rule_toml(dst: str, action: str, ports: str = "*", profile: str = "lo") -> str:
-    prof = f'profile = "{profile}"' if action in ("tunnel", "ftp-tunnel") else ""
+    prof = f'profile = "{profile}"' if action in ("tunnel", "ftp-tunnel", "ftp-sftp") else ""
     return f'\n[[rule]]\ndst = "{dst}"\nports = "{ports}"\naction = "{action}"\n{prof}\n'
 
 
@@ -161,7 +161,7 @@ def test_direct_reject_and_unmatched_rules(
     body = (profile_toml(sshd, keys, known_hosts)
             + rule_toml("127.0.0.1", "direct")
             + rule_toml("*.reject.test", "reject")
-            + rule_toml("ftp.later.test", "ftp-tunnel"))
+            + rule_toml("ftp.later.test", "ftp-sftp"))
     proxy = start_proxy(body)
     ssh_logins = sshd_log_count(sshd, "Accepted")
     out = tmp_path / "small.txt"

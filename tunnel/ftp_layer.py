@@ -1,0 +1,427 @@
+"""The FTP-aware control session as a sans-I/O layer (mitmproxy style).
+
+Inputs are method calls (`start`, `client_data`, `server_data`, `upstream_opened`,
+`upstream_failed`, `active_ready`, `server_closed`); outputs are lists of commands for the
+asyncio glue (`ftp_tunnel.py`) to execute. No sockets, no SSH, no clock: every path (FEAT
+before login, a wrong password, active->passive conversion) is a transcript test.
+
+Two ways to start:
+- credentials from the application: the layer greets the client itself (220), answers the
+  commands clients send before logging in, takes USER and PASS, and asks for the upstream
+  (SSH login with those credentials + channel to the FTP server). It then consumes the real
+  greeting, replays USER/PASS, and relays the server's answer. The password is dropped then.
+- fixed credentials: the upstream is already open; the real greeting is relayed as is.
+
+Once logged in it relays, intercepting only:
+- AUTH (FTPS): refused with 534 (RFC 2228 §3): TLS would blind the proxy to PASV/PORT, and
+  the tunnel already encrypts. Clients then continue in plain text inside SSH.
+- PASV/EPSV replies: the announced data port is registered, so the client's data connection
+  (a new SOCKS request) is recognised and carried over the same SSH connection.
+- PORT/EPRT: answered 200 by the proxy; the server never sees them. On the next transfer
+  command the proxy asks the server for EPSV (or PASV) itself, connects the server's passive
+  port through SSH to the client's announced port, then sends the transfer command.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tunnel.ftp import (
+    NEED_DATA,
+    Command,
+    CommandReader,
+    FtpError,
+    Reply,
+    ReplyReader,
+    multiline_reply,
+    parse_227,
+    parse_229,
+    parse_eprt,
+    parse_port,
+    reply_line,
+)
+
+TRANSFER_VERBS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
+PROXY_FEATURES = ["EPRT", "EPSV", "PASV", "UTF8"]
+
+
+# -- commands to the glue ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ToClient:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ToServer:
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class OpenUpstream:
+    """Log in to SSH as `user` and open the channel to the FTP server."""
+
+    user: str
+    password: str | None = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"OpenUpstream(user={self.user!r}, password={'****' if self.password else None})"
+
+
+@dataclass(frozen=True)
+class ExpectData:
+    """A passive data connection to `port` will arrive as a SOCKS request (to `announced`
+    or to the control destination); carry it to target_host:port from the SSH server."""
+
+    announced: str | None
+    target_host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ConnectActive:
+    """Active mode, converted: connect the server's passive port (through SSH) to the
+    client's announced port (locally), then call `active_ready`."""
+
+    server_host: str
+    server_port: int
+    client_host: str
+    client_port: int
+
+
+@dataclass(frozen=True)
+class Close:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """A log line for the operator. Never carries a secret."""
+
+    message: str
+
+
+Action = ToClient | ToServer | OpenUpstream | ExpectData | ConnectActive | Close | Note
+
+
+class State(enum.Enum):
+    PRE_LOGIN = "pre-login"  # we are the FTP server for now
+    CONNECTING = "connecting"  # SSH login and channel open in progress
+    REPLAY_GREETING = "replay-greeting"
+    REPLAY_USER = "replay-user"
+    REPLAY_PASS = "replay-pass"
+    RELAY = "relay"
+    CLOSED = "closed"
+
+
+class _Pending(enum.Enum):
+    """What to do with the server's final reply to a command we forwarded (FIFO)."""
+
+    RELAY = enum.auto()
+    PASSIVE = enum.auto()  # relay, and register the data port
+    SWALLOW = enum.auto()  # our own replayed command (OPTS): the client never asked
+    ACTIVE_EPSV = enum.auto()  # our EPSV for an active transfer: consume
+    ACTIVE_PASV = enum.auto()  # our PASV for an active transfer: consume
+
+
+def _same_host(a: str, b: str) -> bool:
+    try:
+        x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return False
+    x = x.ipv4_mapped or x if isinstance(x, ipaddress.IPv6Address) else x
+    y = y.ipv4_mapped or y if isinstance(y, ipaddress.IPv6Address) else y
+    return x == y or (x.is_loopback and y.is_loopback)
+
+
+class FtpLayer:
+    def __init__(self, *, client_host: str, server_host: str, credentials_from_app: bool,
+                 send_password: bool = True) -> None:
+        """`client_host`: the SOCKS client's address (PORT may only point there, RFC 2577).
+        `server_host`: the FTP server as the client named it, seen from the SSH server.
+        `send_password`: whether the SSH login uses the FTP password (profile auth)."""
+        self.client_host = client_host
+        self.server_host = server_host
+        self.credentials_from_app = credentials_from_app
+        self.send_password = send_password
+        self.state = State.PRE_LOGIN if credentials_from_app else State.RELAY
+        self.user = ""
+        self._password: str | None = None
+        self._commands = CommandReader()
+        self._replies = ReplyReader()
+        self._pending: deque[tuple[_Pending, Command | None]] = deque()
+        self._held: list[Command] = []  # client commands waiting for an internal step
+        self._replay_opts: list[Command] = []
+        self._active: tuple[str, int] | None = None  # the client's PORT/EPRT address
+        self._active_transfer: Command | None = None  # transfer waiting for its data path
+        self._server_lacks_epsv = False
+        self._pre_login: dict[str, Callable[[Command], list[Action]]] = {
+            "USER": self._pre_user, "PASS": self._pre_pass, "FEAT": self._pre_feat,
+            "OPTS": self._pre_opts, "SYST": self._pre_syst, "NOOP": self._pre_noop,
+            "QUIT": self._quit, "AUTH": self._refuse_ftps, "HELP": self._pre_help,
+            "PBSZ": self._pre_no_tls, "PROT": self._pre_no_tls, "CLNT": self._pre_noop,
+        }
+        self._intercept: dict[str, Callable[[Command], list[Action]]] = {
+            "AUTH": self._refuse_ftps, "PORT": self._port, "EPRT": self._port,
+            "PASV": self._passive, "EPSV": self._passive,
+        }
+
+    # -- inputs ------------------------------------------------------------------------------
+    def start(self) -> list[Action]:
+        if self.state is State.PRE_LOGIN:
+            return [ToClient(reply_line(220, "ftp-ssh-tunnel: log in with your user name and "
+                                        "password; they open the SSH tunnel."))]
+        return []
+
+    def client_data(self, data: bytes) -> list[Action]:
+        self._commands.receive_data(data)
+        out: list[Action] = []
+        while self.state is not State.CLOSED:
+            try:
+                command = self._commands.next_command()
+            except FtpError as exc:
+                out += [ToClient(exc.reply or b""), Note(f"bad command from client: {exc}")]
+                continue
+            if command is NEED_DATA:
+                break
+            assert isinstance(command, Command)
+            out += self._client_command(command)
+        return out
+
+    def server_data(self, data: bytes) -> list[Action]:
+        self._replies.receive_data(data)
+        out: list[Action] = []
+        while self.state is not State.CLOSED:
+            try:
+                reply = self._replies.next_reply()
+            except FtpError as exc:
+                return [*out, ToClient(exc.reply or b""), *self._close(f"server: {exc}")]
+            if reply is NEED_DATA:
+                break
+            assert isinstance(reply, Reply)
+            out += self._server_reply(reply)
+        return out
+
+    def upstream_opened(self) -> list[Action]:
+        self.state = State.REPLAY_GREETING
+        return []
+
+    def upstream_failed(self, message: str, auth_refused: bool) -> list[Action]:
+        """The SSH login or the channel to the FTP server failed."""
+        self._password = None
+        if auth_refused:
+            user, self.user = self.user, ""
+            self.state = State.PRE_LOGIN
+            return [ToClient(reply_line(530, f"Login incorrect: the SSH server refused user "
+                                        f"{user!r}.")), Note(message)]
+        return [ToClient(reply_line(421, f"Service not available: {message}")),
+                *self._close(message)]
+
+    def active_ready(self, ok: bool, detail: str = "") -> list[Action]:
+        command, self._active_transfer = self._active_transfer, None
+        if command is None:
+            return []
+        if not ok:
+            self._active = None
+            return [ToClient(reply_line(425, f"Can't open data connection: {detail}")),
+                    *self._release_held()]
+        self._pending.append((_Pending.RELAY, command))
+        return [ToServer(command.encode()), *self._release_held()]
+
+    def server_closed(self) -> list[Action]:
+        if self.state is State.CLOSED:
+            return []
+        if self.state is State.RELAY:
+            return self._close("FTP server closed the control connection")
+        return [ToClient(reply_line(421, "Service not available: the FTP server closed the "
+                                    "connection.")), *self._close("server closed during login")]
+
+    # -- client commands ---------------------------------------------------------------------
+    def _client_command(self, command: Command) -> list[Action]:
+        if self.state is State.PRE_LOGIN:
+            return self._pre_login.get(command.verb, self._pre_other)(command)
+        if self.state is not State.RELAY or self._active_transfer is not None:
+            self._held.append(command)  # order is kept: they go once the step is done
+            return []
+        intercept = self._intercept.get(command.verb)
+        if intercept is not None:
+            return intercept(command)
+        if command.verb in TRANSFER_VERBS and self._active is not None:
+            return self._start_active_transfer(command)
+        self._pending.append((_Pending.RELAY, command))
+        return [ToServer(command.encode())]
+
+    def _pre_user(self, command: Command) -> list[Action]:
+        if not command.arg:
+            return [ToClient(reply_line(501, "USER needs a user name."))]
+        self.user = command.arg
+        return [ToClient(reply_line(331, f"Password required for {command.arg}."))]
+
+    def _pre_pass(self, command: Command) -> list[Action]:
+        if not self.user:
+            return [ToClient(reply_line(503, "Login with USER first."))]
+        self._password = command.arg
+        self.state = State.CONNECTING
+        return [OpenUpstream(self.user, command.arg if self.send_password else None),
+                Note(f"login as {self.user!r}: opening SSH")]
+
+    def _pre_feat(self, command: Command) -> list[Action]:
+        return [ToClient(multiline_reply(211, ["Features:", *PROXY_FEATURES, "End"]))]
+
+    def _pre_opts(self, command: Command) -> list[Action]:
+        if command.arg.upper().startswith("UTF8"):
+            self._replay_opts.append(command)  # the real server hears it after login
+            return [ToClient(reply_line(200, "UTF8 mode noted."))]
+        return [ToClient(reply_line(501, "Option not understood before login."))]
+
+    def _pre_syst(self, command: Command) -> list[Action]:
+        return [ToClient(reply_line(215, "UNIX Type: L8"))]
+
+    def _pre_noop(self, command: Command) -> list[Action]:
+        return [ToClient(reply_line(200, "OK."))]
+
+    def _pre_help(self, command: Command) -> list[Action]:
+        return [ToClient(reply_line(214, "Log in with USER and PASS; the rest is the server's."))]
+
+    def _pre_no_tls(self, command: Command) -> list[Action]:
+        return [ToClient(reply_line(503, "No security exchange: TLS is refused here."))]
+
+    def _pre_other(self, command: Command) -> list[Action]:
+        return [ToClient(reply_line(530, "Please login with USER and PASS."))]
+
+    def _quit(self, command: Command) -> list[Action]:
+        return [ToClient(reply_line(221, "Goodbye.")), *self._close("client quit")]
+
+    def _refuse_ftps(self, command: Command) -> list[Action]:
+        # RFC 2228 §3: 534 "Request denied for policy reasons". The SSH tunnel encrypts.
+        return [ToClient(reply_line(534, "TLS refused: this session already runs inside an "
+                                    "encrypted SSH tunnel; continue in plain FTP.")),
+                Note(f"refused {command.verb} {command.arg} (ftps = refuse)")]
+
+    def _port(self, command: Command) -> list[Action]:
+        try:
+            host, port = (parse_port if command.verb == "PORT" else parse_eprt)(command.arg)
+        except FtpError as exc:
+            return [ToClient(exc.reply or b"")]
+        # RFC 2577 §3: no bounce to a foreign host, no privileged port.
+        if not _same_host(host, self.client_host):
+            return [ToClient(reply_line(501, f"{command.verb} refused: {host} is not your "
+                                        "address.")), Note(f"refused {command.verb} to {host}")]
+        if port < 1024:
+            return [ToClient(reply_line(501, f"{command.verb} refused: privileged port."))]
+        self._active = (host, port)
+        return [ToClient(reply_line(200, f"{command.verb} command successful (the proxy "
+                                    "carries it through SSH)."))]
+
+    def _passive(self, command: Command) -> list[Action]:
+        self._active = None  # PASV after PORT: the client switched to passive
+        self._pending.append((_Pending.PASSIVE, command))
+        return [ToServer(command.encode())]
+
+    def _start_active_transfer(self, command: Command) -> list[Action]:
+        self._active_transfer = command
+        if self._server_lacks_epsv:
+            self._pending.append((_Pending.ACTIVE_PASV, None))
+            return [ToServer(b"PASV\r\n")]
+        self._pending.append((_Pending.ACTIVE_EPSV, None))
+        return [ToServer(b"EPSV\r\n")]
+
+    def _release_held(self) -> list[Action]:
+        held, self._held = self._held, []
+        out: list[Action] = []
+        for command in held:
+            out += self._client_command(command)
+        return out
+
+    # -- server replies ----------------------------------------------------------------------
+    def _server_reply(self, reply: Reply) -> list[Action]:
+        if self.state is State.REPLAY_GREETING:
+            return self._replay_greeting(reply)
+        if self.state is State.REPLAY_USER:
+            return self._replay_user(reply)
+        if self.state is State.REPLAY_PASS:
+            return self._replay_pass(reply)
+        if reply.preliminary:
+            kind = self._pending[0][0] if self._pending else _Pending.RELAY
+            return [ToClient(reply.raw)] if kind in (_Pending.RELAY, _Pending.PASSIVE) else []
+        if not self._pending:
+            return [ToClient(reply.raw)]  # unsolicited (a 421 timeout notice)
+        kind, _ = self._pending.popleft()
+        if kind is _Pending.RELAY:
+            return [ToClient(reply.raw)]
+        if kind is _Pending.SWALLOW:
+            return []
+        if kind is _Pending.PASSIVE:
+            return [*self._register_passive(reply), ToClient(reply.raw)]
+        return self._active_passive_reply(kind, reply)
+
+    def _replay_greeting(self, reply: Reply) -> list[Action]:
+        if reply.preliminary:  # 120 "ready in n minutes"
+            return []
+        if reply.code != 220:
+            return [ToClient(reply.raw), *self._close(f"server greeting {reply.code}")]
+        self.state = State.REPLAY_USER
+        return [ToServer(f"USER {self.user}\r\n".encode())]
+
+    def _replay_user(self, reply: Reply) -> list[Action]:
+        if reply.code == 331 and self._password is not None:
+            self.state = State.REPLAY_PASS
+            password, self._password = self._password, None  # held only until sent
+            return [ToServer(f"PASS {password}\r\n".encode())]
+        return self._logged_in(reply)
+
+    def _replay_pass(self, reply: Reply) -> list[Action]:
+        return self._logged_in(reply)
+
+    def _logged_in(self, reply: Reply) -> list[Action]:
+        self._password = None
+        self.state = State.RELAY
+        out: list[Action] = [ToClient(reply.raw), Note(f"FTP login as {self.user!r}: "
+                                                       f"{reply.code}")]
+        if reply.code == 230:
+            for command in self._replay_opts:
+                self._pending.append((_Pending.SWALLOW, command))
+                out.append(ToServer(command.encode()))
+        return [*out, *self._release_held()]
+
+    def _register_passive(self, reply: Reply) -> list[Action]:
+        try:
+            if reply.code == 227:
+                host, port = parse_227(reply.text)
+                # 0.0.0.0 (or nonsense) means "my control address": use the FTP host.
+                target = self.server_host if host == "0.0.0.0" else host
+                return [ExpectData(host, target, port)]
+            if reply.code == 229:
+                return [ExpectData(None, self.server_host, parse_229(reply.text))]
+        except FtpError as exc:
+            return [Note(f"server passive reply unusable: {exc}")]
+        return []
+
+    def _active_passive_reply(self, kind: _Pending, reply: Reply) -> list[Action]:
+        assert self._active is not None
+        client_host, client_port = self._active
+        try:
+            if kind is _Pending.ACTIVE_EPSV and reply.code == 229:
+                server = (self.server_host, parse_229(reply.text))
+            elif kind is _Pending.ACTIVE_PASV and reply.code == 227:
+                host, port = parse_227(reply.text)
+                server = (self.server_host if host == "0.0.0.0" else host, port)
+            elif kind is _Pending.ACTIVE_EPSV:
+                self._server_lacks_epsv = True  # try PASV, and remember for next time
+                self._pending.append((_Pending.ACTIVE_PASV, None))
+                return [ToServer(b"PASV\r\n"), Note(f"server refused EPSV ({reply.code})")]
+            else:
+                return self.active_ready(False, f"the server refused passive mode "
+                                         f"({reply.code}).")
+        except FtpError as exc:
+            return self.active_ready(False, str(exc))
+        self._active = None  # PORT covers one transfer (RFC 959 §3.2 resets to default)
+        return [ConnectActive(server[0], server[1], client_host, client_port)]
+
+    def _close(self, reason: str) -> list[Action]:
+        self.state = State.CLOSED
+        self._password = None
+        return [Close(reason)]

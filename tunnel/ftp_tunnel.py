@@ -1,0 +1,260 @@
+"""The `ftp-tunnel` action: the asyncio glue that executes `FtpLayer`'s commands.
+
+It owns the control channel to the FTP server (an SSH direct-tcpip channel, or a direct TCP
+connection under `fallback_to_plain`), opens SSH with the credentials the FTP client typed,
+registers expected passive data connections, and makes active-mode data connections itself.
+Protocol decisions are all in `ftp_layer.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import asyncssh
+
+from tunnel.config import Profile
+from tunnel.endpoints import SSHEnd, TCPEnd
+from tunnel.errors import UpstreamError
+from tunnel.failures import reply_for_os_error
+from tunnel.ftp_layer import (
+    Action,
+    Close,
+    ConnectActive,
+    ExpectData,
+    FtpLayer,
+    Note,
+    OpenUpstream,
+    ToClient,
+    ToServer,
+)
+from tunnel.relay import Relay, Side
+from tunnel.socks import Request
+from tunnel.ssh import Lease, Login
+
+if TYPE_CHECKING:
+    from tunnel.session import SocksSession
+
+log = logging.getLogger("tunnel.ftp")
+
+_NORMAL_ENDS = frozenset({"client quit", "closed", "client closed the control connection",
+                          "FTP server closed the control connection"})
+
+
+class _ControlToServer(asyncio.Protocol):
+    """Server side of the control connection when it is plain TCP (fallback)."""
+
+    def __init__(self, tunnel: FtpTunnel) -> None:
+        self.tunnel = tunnel
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.tunnel.server_connected(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.tunnel.server_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.server_closed()
+
+
+class _ControlChannel(asyncssh.SSHTCPSession[bytes]):
+    """Server side of the control connection through SSH."""
+
+    def __init__(self, tunnel: FtpTunnel) -> None:
+        self.tunnel = tunnel
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.tunnel.server_connected(chan)
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.tunnel.server_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.server_closed()
+
+
+class FtpTunnel:
+    def __init__(self, session: SocksSession, profile: Profile, request: Request,
+                 fallback_to_plain: bool) -> None:
+        self.session = session
+        self.profile = profile
+        self.request = request
+        self.fallback_to_plain = fallback_to_plain
+        self.ssh_host = profile.host or request.host
+        self.layer = FtpLayer(client_host=session.client_ip, server_host=request.host,
+                              credentials_from_app=profile.user_from_app,
+                              send_password="password" in profile.auth)
+        self.user = profile.user
+        self.lease: Lease | None = None  # None with a direct (fallback) control connection
+        self._server: asyncio.Transport | asyncssh.SSHTCPChannel[bytes] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._started = False
+        self._early: list[bytes] = []  # the server's greeting, if it beat our SOCKS reply
+        rec = session.record
+        rec.ssh_server = f"{self.ssh_host}:{profile.port}"
+        rec.last_hop = "local" if self.ssh_host == request.host else "clear"
+        rec.user_source = "ftp" if profile.user_from_app else "profile"
+
+    # -- life --------------------------------------------------------------------------------
+    async def prepare(self) -> tuple[str, int]:
+        """Before the SOCKS reply. With a fixed user the control channel opens now, so a
+        failure is a SOCKS failure; with credentials from the app it waits for PASS."""
+        if not self.profile.user_from_app:
+            await self._open_control(Login(self.profile.user))
+        return "0.0.0.0", 0
+
+    def start(self, client_data: bytes) -> None:
+        self._started = True
+        self._run(self.layer.start())
+        for data in self._early:
+            self.server_data(data)
+        self._early.clear()
+        if client_data:
+            self.client_data(client_data)
+
+    def client_data(self, data: bytes) -> None:
+        self._run(self.layer.client_data(data))
+
+    def close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.session.ctx.expectations.drop_owner(self)
+        for task in self._tasks:
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+        log.debug("ftp session %d closed: %s", self.session.id, reason)
+        self.session._end("closed", error="" if reason in _NORMAL_ENDS else reason)
+
+    # -- server side callbacks ---------------------------------------------------------------
+    def server_connected(self, endpoint: asyncio.Transport | asyncssh.SSHTCPChannel[bytes]) -> None:
+        self._server = endpoint
+        if self.profile.user_from_app:
+            self._run(self.layer.upstream_opened())
+
+    def server_data(self, data: bytes) -> None:
+        if not self._started:  # fixed-user mode: the SOCKS reply must go out first
+            self._early.append(data)
+            return
+        self._run(self.layer.server_data(data))
+
+    def server_closed(self) -> None:
+        if not self._closed:
+            self._run(self.layer.server_closed())
+
+    # -- data connections --------------------------------------------------------------------
+    async def connect_data(self, host: str, port: int, relay: Relay) -> Lease | None:
+        """Open the server side of a data connection the way the control connection went:
+        a channel on the same SSH connection, or direct under fallback."""
+        if self.lease is None:
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.create_connection(lambda: TCPEnd(relay, Side.SERVER), host, port)
+            except OSError as exc:
+                raise UpstreamError(f"direct data connection to {host}:{port}: {exc}",
+                                    reply_for_os_error(exc)) from None
+            return None
+        _, _, lease = await self.session.ctx.pool.open_channel_on(
+            self.lease, host, port, lambda: SSHEnd(relay))
+        return lease
+
+    async def _active(self, order: ConnectActive) -> None:
+        leases: list[Lease] = []
+
+        def finished(relay: Relay) -> None:
+            for lease in leases:
+                lease.release()
+
+        relay = Relay(finished)
+        loop = asyncio.get_running_loop()
+        try:
+            lease = await self.connect_data(order.server_host, order.server_port, relay)
+            if lease is not None:
+                leases.append(lease)
+            await asyncio.wait_for(loop.create_connection(
+                lambda: TCPEnd(relay, Side.CLIENT), order.client_host, order.client_port), 15)
+        except (UpstreamError, OSError, TimeoutError) as exc:
+            relay.close()
+            self._run(self.layer.active_ready(False, f"{exc or 'timed out'}"))
+            return
+        relay.start()
+        self.session.record.data_channels += 1
+        self._run(self.layer.active_ready(True))
+
+    # -- executing the layer's commands ------------------------------------------------------
+    def _run(self, actions: list[Action]) -> None:
+        for action in actions:
+            if self._closed:
+                return
+            if isinstance(action, ToClient):
+                assert self.session.transport is not None
+                self.session.transport.write(action.data)
+            elif isinstance(action, ToServer):
+                if self._server is not None:
+                    self._server.write(action.data)
+            elif isinstance(action, ExpectData):
+                hosts = {self.request.host, action.target_host}
+                if action.announced:
+                    hosts.add(action.announced)
+                self.session.ctx.expectations.add(self, self.session.client_ip, hosts,
+                                                  action.port, action.target_host,
+                                                  time.monotonic())
+            elif isinstance(action, OpenUpstream):
+                self.user = action.user
+                self.session.record.ftp_user = action.user
+                self._spawn(self._login(Login(action.user, action.password)))
+            elif isinstance(action, ConnectActive):
+                self._spawn(self._active(action))
+            elif isinstance(action, Note):
+                log.info("ftp session %d: %s", self.session.id, action.message)
+            elif isinstance(action, Close):
+                self.close(action.reason)
+
+    def _spawn(self, coro: object) -> None:
+        assert asyncio.iscoroutine(coro)
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _login(self, login: Login) -> None:
+        try:
+            await self._open_control(login)
+        except UpstreamError as exc:
+            log.warning("ftp session %d: %s", self.session.id, exc)
+            self._run(self.layer.upstream_failed(str(exc), exc.auth_refused))
+
+    async def _open_control(self, login: Login) -> None:
+        rec = self.session.record
+        rec.ssh_user = login.user
+        try:
+            _, _, self.lease = await asyncio.wait_for(
+                self.session.ctx.pool.open_channel(
+                    self.profile, self.ssh_host, login, self.request.host, self.request.port,
+                    lambda: _ControlChannel(self)),
+                self.session.config.proxy.connect_timeout * 2)
+            return
+        except TimeoutError:
+            failure = UpstreamError("SSH login timed out", 6)
+        except UpstreamError as exc:
+            if exc.auth_refused or not self.fallback_to_plain:
+                raise
+            failure = exc
+        if not self.fallback_to_plain:
+            raise failure
+        log.warning("ftp session %d: SSH failed (%s); fallback_to_plain: connecting directly",
+                    self.session.id, failure)
+        rec.action, rec.last_hop, rec.ssh_server = "direct-fallback", "direct", ""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_connection(lambda: _ControlToServer(self), self.request.host,
+                                         self.request.port)
+        except OSError as exc:
+            raise UpstreamError(f"direct connect failed: {exc}", reply_for_os_error(exc)) from None
