@@ -16,5 +16,8 @@ def ensure_user(name: str, password: str) -> None:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True)
+        # Home "/": it exists everywhere, so sshd and vsftpd can chdir there; FTP servers
+        # get their own directory (vsftpd local_root, pyftpdlib's home).
+        subprocess.run(["useradd", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
+                        name], check=True)
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n".encode(), check=True)

@@ -93,6 +93,8 @@ class FtpTunnel:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._started = False
+        self.bytes_up = 0  # control-channel bytes we sent to the server / to the client
+        self.bytes_down = 0
         self._early: list[bytes] = []  # the server's greeting, if it beat our SOCKS reply
         rec = session.record
         rec.ssh_server = f"{self.ssh_host}:{profile.port}"
@@ -197,9 +199,11 @@ class FtpTunnel:
             if isinstance(action, ToClient):
                 assert self.session.transport is not None
                 self.session.transport.write(action.data)
+                self.bytes_down += len(action.data)
             elif isinstance(action, ToServer):
                 if self._server is not None:
                     self._server.write(action.data)
+                    self.bytes_up += len(action.data)
             elif isinstance(action, ExpectData):
                 hosts = {self.request.host, action.target_host}
                 if action.announced:

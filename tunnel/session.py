@@ -203,6 +203,7 @@ class SocksSession(asyncio.Protocol):
         rec.reply = Reply.SUCCEEDED
         if self.ftp is not None:
             self.ftp.start(self.codec.trailing_data())
+            self.transport.resume_reading()
         else:
             self.relay.start(self.codec.trailing_data())
 
@@ -338,7 +339,8 @@ class SocksSession(asyncio.Protocol):
             self.transport.close()
         rec = self.record
         rec.result, rec.error = result, error
-        rec.bytes_up, rec.bytes_down = self.relay.bytes_up, self.relay.bytes_down
+        counted = self.ftp if self.ftp is not None else self.relay
+        rec.bytes_up, rec.bytes_down = counted.bytes_up, counted.bytes_down
         rec.duration_ms = round((time.monotonic() - self._t0) * 1000, 1)
         self.ctx.sessions.pop(self.id, None)
         self.ctx.audit.write(rec)

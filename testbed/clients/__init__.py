@@ -1,0 +1,1 @@
+"""Real FTP clients driven through a SOCKS proxy; each reports what it moved and how."""

@@ -1,0 +1,315 @@
+"""The `ftp-tunnel` action end to end: real sshd, real FTP servers (pyftpdlib, vsftpd), real
+clients (curl, ftplib over python-socks, lftp under proxychains4).
+
+The FTP user name and password the client types are the SSH login (credentials from the
+application): the test users are system accounts, so sshd and vsftpd both accept them.
+The rule covers the control port only; every data connection must still ride SSH.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed.clients.ftplib_socks import SocksFTP
+from testbed.net import free_port
+from testbed.proxy import TunnelProxy
+from testbed.services.pyftpd import PyFtpd
+from testbed.services.sshd import Sshd
+from testbed.services.vsftpd import Vsftpd
+from testbed.users import ensure_user
+
+from .conftest import ProxyFactory, require, sshd_log_count
+from .test_proxy import _wait_audit
+
+pytestmark = pytest.mark.integration
+
+DATA_SIZE = 8 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def users() -> dict[str, str]:
+    require("useradd", "chpasswd")
+    creds = {"fts-carol": "pw-" + secrets.token_hex(8), "fts-dave": "pw-" + secrets.token_hex(8)}
+    for name, password in creds.items():
+        ensure_user(name, password)
+    return creds
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Path]:
+    """The FTP servers' shared directory. Outside pytest's 0700 tmp tree, because vsftpd
+    enters it as the logged-in user."""
+    root = Path(tempfile.mkdtemp(prefix="fts-site-", dir="/var/tmp"))
+    root.chmod(0o777)
+    (root / "data.bin").write_bytes(os.urandom(DATA_SIZE))
+    (root / "hello.txt").write_bytes(b"hello over ssh\r\n")
+    for path in root.iterdir():
+        path.chmod(0o666)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module", params=["pyftpdlib", "vsftpd"])
+def ftp_server(request: pytest.FixtureRequest, site: Path, users: dict[str, str],
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[PyFtpd | Vsftpd]:
+    workdir = tmp_path_factory.mktemp(request.param)
+    server: PyFtpd | Vsftpd
+    if request.param == "vsftpd":
+        reason = Vsftpd.available()
+        if reason:
+            pytest.skip(reason)
+        server = Vsftpd(workdir, site, free_port())
+    else:
+        (first, first_pw), *rest = users.items()
+        server = PyFtpd(site, free_port(), first, first_pw, more_users=rest,
+                        log_path=workdir / "pyftpd.log", debug=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+def server_commands(server: PyFtpd | Vsftpd) -> str:
+    return server.commands_seen() if isinstance(server, Vsftpd) else server.log()
+
+
+def app_profile(sshd: Sshd, known_hosts: Path, *, host: str = "127.0.0.1",
+                extra: str = "") -> str:
+    return f"""
+[[profile]]
+id = "app"
+host = "{host}"
+port = {sshd.port}
+user = ""
+auth = ["password"]
+known_hosts = "{known_hosts}"
+{extra}
+"""
+
+
+def ftp_rule(port: int, dst: str = "localhost", extra: str = "") -> str:
+    # The control port only: data connections must be recognised, not matched by rules.
+    return f"""
+[[rule]]
+id = "ftp"
+dst = "{dst}"
+ports = "{port}"
+action = "ftp-tunnel"
+profile = "app"
+{extra}
+"""
+
+
+def curl(proxy: TunnelProxy, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["curl", "-sS", "--max-time", "60", "--socks5-hostname", proxy.url,
+                           *args, url], capture_output=True, text=True, timeout=90)
+
+
+CURL_MODES = {
+    "epsv": [],
+    "pasv-announced-address": ["--disable-epsv", "--no-ftp-skip-pasv-ip"],
+    "pasv-control-host": ["--disable-epsv", "--ftp-skip-pasv-ip"],
+    "active-eprt": ["-P", "-"],
+    "active-port": ["-P", "-", "--disable-eprt"],
+}
+
+
+@pytest.mark.parametrize("mode", list(CURL_MODES))
+def test_curl_download_upload_list(mode: str, start_proxy: ProxyFactory, sshd: Sshd,
+                                   known_hosts: Path, ftp_server: PyFtpd | Vsftpd,
+                                   users: dict[str, str], site: Path, tmp_path: Path) -> None:
+    require("curl")
+    user, password = next(iter(users.items()))
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
+    base = f"ftp://{user}:{password}@localhost:{ftp_server.port}/"
+    flags = CURL_MODES[mode]
+    out = tmp_path / "data.bin"
+    got = curl(proxy, base + "data.bin", *flags, "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert sha(out) == sha(site / "data.bin")
+    upload = tmp_path / "up.bin"
+    upload.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    name = f"up-{mode}-{type(ftp_server).__name__}.bin"
+    put = curl(proxy, base + name, *flags, "-T", str(upload))
+    assert put.returncode == 0, put.stderr
+    assert sha(site / name) == sha(upload)
+    listing = curl(proxy, base, *flags)
+    assert listing.returncode == 0 and "data.bin" in listing.stdout and name in listing.stdout
+    records = _wait_audit(proxy, 3 if mode.startswith("active") else 6)
+    controls = [r for r in records if r["action"] == "ftp-tunnel"]
+    data = [r for r in records if r["action"] == "ftp-data"]
+    assert len(controls) == 3 and all(r["ftp_user"] == user for r in controls)
+    assert all(r["user_source"] == "ftp" and r["last_hop"] == "clear" for r in controls)
+    if mode.startswith("active"):
+        assert not data and sum(r["data_channels"] for r in controls) == 3
+        # The server saw passive requests from the proxy, never the client's PORT/EPRT.
+        seen = server_commands(ftp_server)
+        assert "EPSV" in seen or "PASV" in seen
+        assert "EPRT |" not in seen and "PORT 127" not in seen
+    else:
+        assert len(data) == 3 and {r["control_session"] for r in data} <= {
+            r["session"] for r in controls}
+    assert password not in proxy.log() + proxy.audit_path.read_text()
+
+
+def test_ftplib_wrong_password_then_retry_on_the_same_connection(
+        start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+        ftp_server: PyFtpd | Vsftpd, users: dict[str, str], site: Path) -> None:
+    user, password = next(iter(users.items()))
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
+    ftp = SocksFTP(f"socks5://{proxy.url}")
+    welcome = ftp.connect("localhost", ftp_server.port)
+    assert welcome.startswith("220 ftp-ssh-tunnel")
+    assert ftp.sendcmd("FEAT").startswith("211")  # before login: the proxy answers
+    assert ftp.sendcmd("SYST").startswith("215")
+    with pytest.raises(ftplib.error_perm, match="530"):
+        ftp.login(user, "wrong-" + password)
+    assert ftp.login(user, password).startswith("230")
+    chunks: list[bytes] = []
+    ftp.retrbinary("RETR data.bin", chunks.append)
+    assert hashlib.sha256(b"".join(chunks)).hexdigest() == sha(site / "data.bin")
+    assert "hello.txt" in ftp.nlst()
+    ftp.quit()
+    assert "SSH login refused" in proxy.log()
+
+
+def test_two_users_never_share_and_ten_sessions_of_one_user_share_one(
+        start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+        ftp_server: PyFtpd | Vsftpd, users: dict[str, str], site: Path) -> None:
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
+    (carol, carol_pw), (dave, dave_pw) = users.items()
+    before = {u: sshd_log_count(sshd, f"Accepted password for {u} ") for u in users}
+    errors: list[BaseException] = []
+    digest = sha(site / "hello.txt")
+
+    def session(user: str, password: str) -> None:
+        try:
+            ftp = SocksFTP(f"socks5://{proxy.url}")
+            ftp.connect("localhost", ftp_server.port)
+            ftp.login(user, password)
+            chunks: list[bytes] = []
+            ftp.retrbinary("RETR hello.txt", chunks.append)
+            assert hashlib.sha256(b"".join(chunks)).hexdigest() == digest
+            ftp.quit()
+        except BaseException as exc:  # collected and re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=session, args=(carol, carol_pw)) for _ in range(10)]
+    threads.append(threading.Thread(target=session, args=(dave, dave_pw)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert sshd_log_count(sshd, f"Accepted password for {carol} ") == before[carol] + 1
+    assert sshd_log_count(sshd, f"Accepted password for {dave} ") == before[dave] + 1
+
+
+def test_ftps_is_refused_and_the_client_continues_in_plain(
+        start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+        ftp_server: PyFtpd | Vsftpd, users: dict[str, str], site: Path,
+        tmp_path: Path) -> None:
+    require("curl")
+    user, password = next(iter(users.items()))
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
+    out = tmp_path / "hello.txt"
+    got = curl(proxy, f"ftp://{user}:{password}@localhost:{ftp_server.port}/hello.txt",
+               "--ssl", "-o", str(out))  # --ssl: try TLS, go on in plain if refused
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == (site / "hello.txt").read_bytes()
+    assert "refused AUTH" in proxy.log()
+
+
+def test_lftp_under_proxychains(start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+                                ftp_server: PyFtpd | Vsftpd, users: dict[str, str],
+                                site: Path, tmp_path: Path) -> None:
+    require("lftp", "proxychains4")
+    user, password = next(iter(users.items()))
+    # lftp resolves names itself, so proxychains hands the proxy an address: the rule names it.
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port, "127.0.0.1"))
+    conf = tmp_path / "proxychains.conf"
+    conf.write_text(f"strict_chain\nproxy_dns\ntcp_read_time_out 15000\n"
+                    f"tcp_connect_time_out 8000\n[ProxyList]\nsocks5 127.0.0.1 {proxy.port}\n")
+    upload = tmp_path / "lftp-up.bin"
+    upload.write_bytes(os.urandom(1024 * 1024))
+    name = f"lftp-{type(ftp_server).__name__}.bin"
+    script = (f"set ftp:ssl-allow no; set net:max-retries 1; get data.bin -o {tmp_path}/d.bin; "
+              f"put {upload} -o {name}; cls -1; bye")
+    got = subprocess.run(["proxychains4", "-q", "-f", str(conf), "lftp", "-u",
+                          f"{user},{password}", "-e", script, f"ftp://localhost:{ftp_server.port}"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert sha(tmp_path / "d.bin") == sha(site / "data.bin")
+    assert sha(site / name) == sha(upload)
+    assert "data.bin" in got.stdout
+    assert any(r["action"] == "ftp-data" for r in _wait_audit(proxy, 3))
+
+
+def test_ssh_host_is_the_ftp_host_and_fixed_key_user(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, tmp_path: Path,
+        ftp_server: PyFtpd | Vsftpd, users: dict[str, str], site: Path) -> None:
+    """host = "": the SOCKS destination is the SSH server (last hop inside it). A fixed
+    user with a key: the proxy connects at once and relays the server's own greeting."""
+    user, password = next(iter(users.items()))
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd.known_hosts_line("localhost"))
+    proxy = start_proxy(f"""
+[[profile]]
+id = "app"
+host = ""
+port = {sshd.port}
+user = "root"
+auth = ["publickey"]
+identity_files = ["{keys}"]
+known_hosts = "{known_hosts}"
+""" + ftp_rule(ftp_server.port))
+    ftp = SocksFTP(f"socks5://{proxy.url}")
+    welcome = ftp.connect("localhost", ftp_server.port)
+    assert "ftp-ssh-tunnel" not in welcome and welcome.startswith("220")
+    ftp.login(user, password)
+    assert "data.bin" in ftp.nlst()
+    ftp.quit()
+    control = next(r for r in _wait_audit(proxy, 2) if r["action"] == "ftp-tunnel")
+    assert (control["last_hop"], control["ssh_user"], control["user_source"]) == (
+        "local", "root", "profile")
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_fallback_to_plain_when_ssh_is_down(
+        fallback: bool, start_proxy: ProxyFactory, tmp_path: Path,
+        ftp_server: PyFtpd | Vsftpd, users: dict[str, str], site: Path) -> None:
+    user, password = next(iter(users.items()))
+    dead = Sshd(tmp_path / "dead", free_port())  # configured, never started: port closed
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(dead.known_hosts_line())
+    proxy = start_proxy(app_profile(dead, known_hosts)
+                        + ftp_rule(ftp_server.port,
+                                   extra=f"fallback_to_plain = {str(fallback).lower()}"))
+    ftp = SocksFTP(f"socks5://{proxy.url}")
+    ftp.connect("localhost", ftp_server.port)
+    if not fallback:
+        with pytest.raises(ftplib.error_temp, match="421"):
+            ftp.login(user, password)
+        return
+    assert ftp.login(user, password).startswith("230")
+    chunks: list[bytes] = []
+    ftp.retrbinary("RETR hello.txt", chunks.append)
+    assert b"".join(chunks) == (site / "hello.txt").read_bytes()
+    ftp.quit()
+    records = _wait_audit(proxy, 2)
+    control = next(r for r in records if r["session"] == min(r["session"] for r in records))
+    assert (control["action"], control["last_hop"]) == ("direct-fallback", "direct")
