@@ -36,7 +36,8 @@ class SocksFTP(ftplib.FTP):
         self.welcome = self.getresp()
         return self.welcome
 
-    def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
+    def ntransfercmd(self, cmd: str,
+                     rest: int | str | None = None) -> tuple[socket.socket, int | None]:
         if not self.passiveserver:
             return super().ntransfercmd(cmd, rest)
         # EPSV if the server is IPv6 or asked for; else PASV with the announced address
