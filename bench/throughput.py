@@ -33,14 +33,18 @@ USER, PASSWORD = "bench", "bench-pw"
 
 
 def ssh_dynamic(key: Path, known_hosts: Path, sshd: Sshd, cipher: str | None,
-                log: Path) -> tuple[subprocess.Popen[bytes], int]:
+                log: Path, remote_command: str = "") -> tuple[subprocess.Popen[bytes], int]:
+    """`ssh -D` as users run it (-N). With a remote command the server executes something,
+    which is what makes sshd set TCP_NODELAY (see tunnel/ssh.py)."""
     port = free_port()
-    argv = ["ssh", "-N", "-D", f"127.0.0.1:{port}", "-p", str(sshd.port), "-i", str(key),
+    argv = ["ssh", *([] if remote_command else ["-N"]), "-D", f"127.0.0.1:{port}",
+            "-p", str(sshd.port), "-i", str(key),
             "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
             "-o", "BatchMode=yes", "-F", "/dev/null"]
     if cipher:
         argv += ["-o", f"Ciphers={cipher}"]
-    proc = subprocess.Popen([*argv, "root@127.0.0.1"], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*argv, "root@127.0.0.1", *([remote_command] if remote_command
+                                                         else [])], stdout=subprocess.DEVNULL,
                             stderr=open(log, "wb"))  # noqa: SIM115
     wait_port("127.0.0.1", port, 15, alive=lambda: proc.poll() is None)
     return proc, port

@@ -6,6 +6,7 @@ They hold no logic: each callback is passed to the relay with the side it stands
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import asyncssh
 
@@ -20,7 +21,8 @@ class TCPEnd(asyncio.Protocol):
         self.side = side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        transport = cast(asyncio.Transport, transport)
         self.relay.attach(self.side, transport)
 
     def data_received(self, data: bytes) -> None:

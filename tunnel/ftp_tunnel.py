@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import asyncssh
 
@@ -50,7 +50,8 @@ class _ControlToServer(asyncio.Protocol):
         self.tunnel = tunnel
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        transport = cast(asyncio.Transport, transport)
         self.tunnel.server_connected(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -96,6 +97,7 @@ class FtpTunnel:
         self.bytes_up = 0  # control-channel bytes we sent to the server / to the client
         self.bytes_down = 0
         self._early: list[bytes] = []  # the server's greeting, if it beat our SOCKS reply
+        self._prepared: tuple[str, int, Relay, asyncio.Task[Lease | None]] | None = None
         rec = session.record
         rec.ssh_server = f"{self.ssh_host}:{profile.port}"
         rec.last_hop = "local" if self.ssh_host == request.host else "clear"
@@ -126,6 +128,7 @@ class FtpTunnel:
             return
         self._closed = True
         self.session.ctx.expectations.drop_owner(self)
+        self._drop_prepared()
         for task in self._tasks:
             task.cancel()
         if self._server is not None:
@@ -153,6 +156,40 @@ class FtpTunnel:
             self._run(self.layer.server_closed())
 
     # -- data connections --------------------------------------------------------------------
+    def _prepare_data(self, host: str, port: int) -> None:
+        """Open the server side of a passive data connection as soon as the 227/229 reply
+        passes, while the client is still reading it: the client's SOCKS request then finds
+        the channel open, which saves a round trip through SSH per transfer. Only the latest
+        announcement is kept; an older one was abandoned by the client."""
+        self._drop_prepared()
+        relay = Relay()
+        task = asyncio.get_running_loop().create_task(self.connect_data(host, port, relay))
+        self._prepared = (host, port, relay, task)
+
+    async def claim_data(self, host: str, port: int) -> tuple[Lease | None, Relay]:
+        """The server side for a passive data connection the client has just asked for."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[:2] == (host, port):
+            _, _, relay, task = prepared
+            return await task, relay
+        if prepared is not None:
+            self._prepared = prepared
+        relay = Relay()
+        return await self.connect_data(host, port, relay), relay
+
+    def _drop_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is None:
+            return
+        _, _, relay, task = prepared
+        if task.done() and not task.cancelled() and task.exception() is None:
+            lease = task.result()
+            if lease is not None:
+                lease.release()
+        else:
+            task.cancel()
+        relay.close()
+
     async def connect_data(self, host: str, port: int, relay: Relay) -> Lease | None:
         """Open the server side of a data connection the way the control connection went:
         a channel on the same SSH connection, or direct under fallback."""
@@ -211,6 +248,7 @@ class FtpTunnel:
                 self.session.ctx.expectations.add(self, self.session.client_ip, hosts,
                                                   action.port, action.target_host,
                                                   time.monotonic())
+                self._prepare_data(action.target_host, action.port)
             elif isinstance(action, OpenUpstream):
                 self.user = action.user
                 self.session.record.ftp_user = action.user

@@ -41,7 +41,7 @@ class Relay:
         self._started = False
         self._early: list[bytes] = []  # upstream bytes that beat the SOCKS reply
         self._early_eof = False
-        self._on_finished = on_finished
+        self.on_finished = on_finished
         self.finished = False
         self.bytes_up = 0  # client -> server
         self.bytes_down = 0  # server -> client
@@ -137,8 +137,8 @@ class Relay:
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
-            if self._on_finished is not None:
-                self._on_finished(self)
+            if self.on_finished is not None:
+                self.on_finished(self)
 
 
 def _other(side: Side) -> Side:

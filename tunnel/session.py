@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from tunnel.audit import AuditLog, AuditRecord
 from tunnel.config import Config
@@ -72,7 +72,8 @@ class SocksSession(asyncio.Protocol):
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.record.client = f"{peer[0]}:{peer[1]}"
@@ -264,7 +265,12 @@ class SocksSession(asyncio.Protocol):
         rec.control_session = owner.session.id
         rec.ssh_server, rec.ssh_user = owner.session.record.ssh_server, owner.user
         rec.last_hop = owner.session.record.last_hop
-        self.lease = await owner.connect_data(expected.target_host, expected.port, self.relay)
+        self.lease, relay = await owner.claim_data(expected.target_host, expected.port)
+        # The server side was opened ahead, on the 227/229 reply: adopt that relay.
+        assert self.transport is not None
+        relay.on_finished = self._relay_finished
+        relay.attach(Side.CLIENT, self.transport)
+        self.relay = relay
         return "0.0.0.0", 0
 
     async def _direct(self, request: Request) -> tuple[str, int]:

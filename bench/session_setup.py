@@ -1,0 +1,133 @@
+"""Per-session setup: N sequential ftplib sessions (connect, login, 1 KiB RETR, QUIT),
+through `tunnel` (ftp-tunnel) and through `ssh -D`, interleaved, plus direct.
+
+    .venv/bin/python bench/session_setup.py [--sessions 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.throughput import ssh_dynamic  # noqa: E402
+from testbed.clients.ftplib_socks import SocksFTP  # noqa: E402
+from testbed.net import free_port  # noqa: E402
+from testbed.proxy import TunnelProxy  # noqa: E402
+from testbed.services.pyftpd import PyFtpd  # noqa: E402
+from testbed.services.sshd import Sshd, keygen  # noqa: E402
+
+USER, PASSWORD = "bench", "bench-pw"
+
+
+def one_session(connect: Callable[[], SocksFTP]) -> float:
+    start = time.perf_counter()
+    ftp = connect()
+    ftp.login(USER, PASSWORD)
+    chunks: list[bytes] = []
+    ftp.retrbinary("RETR small.bin", chunks.append)
+    ftp.quit()
+    elapsed = time.perf_counter() - start
+    assert len(b"".join(chunks)) == 1024
+    return elapsed * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--json", default=str(ROOT / "out" / "bench-session-setup.json"))
+    args = parser.parse_args()
+    reason = Sshd.available()
+    if reason:
+        print(f"bench: {reason}", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="fts-bench-"))
+    site = work / "site"
+    site.mkdir()
+    (site / "small.bin").write_bytes(os.urandom(1024))
+    key = keygen(work / "id_ed25519")
+    sshd = Sshd(work / "sshd", free_port(), authorized_keys=[key]).start()
+    known_hosts = work / "known_hosts"
+    known_hosts.write_text(sshd.known_hosts_line())
+    ftp = PyFtpd(site, free_port(), USER, PASSWORD, log_path=work / "ftp.log").start()
+    proxy = TunnelProxy(work / "proxy", f"""
+[[profile]]
+id = "bench"
+host = "127.0.0.1"
+port = {sshd.port}
+user = "root"
+auth = ["publickey"]
+identity_files = ["{key}"]
+known_hosts = "{known_hosts}"
+
+[[rule]]
+dst = "localhost"
+ports = "{ftp.port}"
+action = "ftp-tunnel"
+profile = "bench"
+""").start()
+    sshd_proc, ssh_port = ssh_dynamic(key, known_hosts, sshd, "aes128-gcm@openssh.com",
+                                      work / "ssh.log")
+    nodelay_proc, nodelay_port = ssh_dynamic(key, known_hosts, sshd, "aes128-gcm@openssh.com",
+                                             work / "ssh-nodelay.log", "sleep 100000")
+
+    def via(proxy_port: int) -> Callable[[], SocksFTP]:
+        def connect() -> SocksFTP:
+            client = SocksFTP(f"socks5://127.0.0.1:{proxy_port}")
+            client.connect("localhost", ftp.port)
+            return client
+        return connect
+
+    def direct() -> SocksFTP:
+        import ftplib
+        client = ftplib.FTP()
+        client.connect("127.0.0.1", ftp.port)
+        return client  # type: ignore[return-value]
+
+    peers: dict[str, Callable[[], SocksFTP]] = {
+        "direct": direct, "ssh -D": via(ssh_port),
+        "ssh -D + remote command": via(nodelay_port), "tunnel ftp-tunnel": via(proxy.port)}
+    samples: dict[str, list[float]] = {name: [] for name in peers}
+    try:
+        for connect in peers.values():  # warm-up: the SSH logins happen here
+            one_session(connect)
+        for _ in range(args.sessions):
+            for name, connect in peers.items():
+                samples[name].append(one_session(connect))
+    finally:
+        for proc in (sshd_proc, nodelay_proc):
+            proc.terminate()
+            proc.wait()
+        for service in (proxy, ftp, sshd):
+            service.stop()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    reference = statistics.median(samples["ssh -D"])
+    print(f"{args.sessions} sequential ftplib sessions (login + 1 KiB RETR + QUIT), ms per "
+          "session: median [p10-p90], ratio vs ssh -D")
+    results = {}
+    for name, values in samples.items():
+        values.sort()
+        med = statistics.median(values)
+        p10, p90 = values[len(values) // 10], values[len(values) * 9 // 10]
+        results[name] = {"median_ms": round(med, 2), "p10_ms": round(p10, 2),
+                         "p90_ms": round(p90, 2), "ratio_vs_ssh_D": round(med / reference, 3)}
+        print(f"  {name:20s} {med:8.2f}  [{p10:.2f}-{p90:.2f}]  x{med / reference:.3f}")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"sessions": args.sessions, "results": results},
+                                          indent=2))
+    print(f"  JSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
