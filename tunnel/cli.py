@@ -97,7 +97,10 @@ def _explain(cfg: Config, destination: str, resolve: bool) -> int:
     decision = cfg.rules.decide(host, port, addresses)
     lines.append(f"rule: {decision.describe()}")
     lines.append(f"action: {decision.action.value}")
-    if decision.action in (Action.FTP_TUNNEL, Action.FTP_SFTP):
+    if decision.action is Action.FTP_TUNNEL:
+        lines.append("  FTP-aware: control and every data channel (passive, EPSV, active) "
+                     "ride the same SSH connection")
+    if decision.action is Action.FTP_SFTP:
         lines.append("  (accepted by the config, refused at run time: not implemented yet)")
     if decision.profile is not None:
         profile = cfg.profile(decision.profile)
@@ -111,8 +114,10 @@ def _explain(cfg: Config, destination: str, resolve: bool) -> int:
                      + (", the SOCKS destination itself" if not profile.host else "") + ")")
         if chain:
             lines.append(f"  via gateway {' then '.join(reversed(chain))}")
+        app_source = ("the FTP client's USER/PASS" if decision.action is Action.FTP_TUNNEL
+                      else "SOCKS5 username/password")
         lines.append("ssh user: " + (f"{profile.user!r} (from the profile)" if profile.user else
-                                     "from the application (SOCKS5 username/password)"))
+                                     f"from the application ({app_source})"))
         lines.append(f"auth: {', '.join(profile.auth)}; host keys: "
                      f"{profile.host_key_policy.value}"
                      + (f" ({profile.known_hosts})"

@@ -52,6 +52,9 @@ class ProxyConfig:
     drain_timeout: float = 30.0
     connect_timeout: float = 15.0
     audit_log: str = ""  # "" = standard error
+    # AUTH TLS/SSL from an FTP client inside ftp-tunnel. Only "refuse" (534) exists: TLS
+    # would hide PASV/PORT from the proxy, and the SSH tunnel already encrypts.
+    ftps: str = "refuse"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class Profile:
     keepalive_count_max: int = 3
     idle_timeout: float = 300.0
     ciphers: tuple[str, ...] = ()  # () = our speed-first preference list (see ssh.py)
+    # Run once per SSH connection so sshd turns TCP_NODELAY on (see ssh.py); "" = never.
+    nodelay_command: str = "true"
 
     @property
     def user_from_app(self) -> bool:
@@ -257,7 +262,11 @@ def _parse_proxy(t: _Table) -> ProxyConfig:
         drain_timeout=_positive(t, "drain_timeout", d.drain_timeout),
         connect_timeout=_positive(t, "connect_timeout", d.connect_timeout),
         audit_log=t.get("audit_log", str, d.audit_log),
+        ftps=t.get("ftps", str, d.ftps),
     )
+    if cfg.ftps != "refuse":
+        raise t.error("ftps", f"{cfg.ftps!r}: only \"refuse\" is possible; a TLS control "
+                      "channel would hide the data ports the proxy must carry")
     t.finish()
     return cfg
 
@@ -296,6 +305,7 @@ def _parse_profile(t: _Table, base_dir: str) -> Profile:
         keepalive_count_max=t.get("keepalive_count_max", int, 3),
         idle_timeout=_positive(t, "idle_timeout", 300.0),
         ciphers=t.get_str_list("ciphers", ()),
+        nodelay_command=t.get("nodelay_command", str, "true"),
     )
     t.finish()
     return profile

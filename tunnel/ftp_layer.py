@@ -216,7 +216,7 @@ class FtpLayer:
             user, self.user = self.user, ""
             self.state = State.PRE_LOGIN
             return [ToClient(reply_line(530, f"Login incorrect: the SSH server refused user "
-                                        f"{user!r}.")), Note(message)]
+                                        f"{user!r}."))]
         return [ToClient(reply_line(421, f"Service not available: {message}")),
                 *self._close(message)]
 

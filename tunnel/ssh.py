@@ -275,7 +275,8 @@ class SSHPool:
                                 reply_for_os_error(exc)) from None
         if profile.host_key_policy is HostKeyPolicy.ACCEPT_NEW and options.known_hosts is None:
             _pin_host_key(profile, host, conn)
-        await _ask_server_for_nodelay(conn, label)
+        if profile.nodelay_command:
+            await _ask_server_for_nodelay(conn, label, profile.nodelay_command)
         entry = _Entry(key, conn, label, idle_timeout=profile.idle_timeout, gateway=gateway)
         if gateway is not None:
             Lease(self, gateway)  # the gateway lives as long as this connection does
@@ -331,7 +332,8 @@ class SSHPool:
             self._release(entry.gateway)
 
 
-async def _ask_server_for_nodelay(conn: asyncssh.SSHClientConnection, label: str) -> None:
+async def _ask_server_for_nodelay(conn: asyncssh.SSHClientConnection, label: str,
+                                  command: str) -> None:
     """Make sshd set TCP_NODELAY on this connection.
 
     OpenSSH sets it in ssh_packet_set_interactive(), which runs once, when the first session
@@ -345,7 +347,7 @@ async def _ask_server_for_nodelay(conn: asyncssh.SSHClientConnection, label: str
     """
     try:
         chan, _ = await asyncio.wait_for(
-            conn.create_session(asyncssh.SSHClientSession, command="true", encoding=None), 5)
+            conn.create_session(asyncssh.SSHClientSession, command=command, encoding=None), 5)
         chan.close()
     except (asyncssh.Error, OSError, TimeoutError) as exc:
         log.info("SSH %s refused a session channel (%s): TCP_NODELAY stays off at the server "

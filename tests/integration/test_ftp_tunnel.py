@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ftplib
 import hashlib
+import io
 import os
 import secrets
 import shutil
@@ -27,6 +28,7 @@ from testbed.proxy import TunnelProxy
 from testbed.services.pyftpd import PyFtpd
 from testbed.services.sshd import Sshd
 from testbed.services.vsftpd import Vsftpd
+from testbed.socks_client import socks5_connect
 from testbed.users import ensure_user
 
 from .conftest import ProxyFactory, require, sshd_log_count
@@ -182,9 +184,23 @@ def test_ftplib_wrong_password_then_retry_on_the_same_connection(
     chunks: list[bytes] = []
     ftp.retrbinary("RETR data.bin", chunks.append)
     assert hashlib.sha256(b"".join(chunks)).hexdigest() == sha(site / "data.bin")
-    assert "hello.txt" in ftp.nlst()
+    payload = os.urandom(200_000)
+    name = f"ftplib-{type(ftp_server).__name__}.bin"
+    ftp.storbinary(f"STOR {name}", io.BytesIO(payload))
+    assert (site / name).read_bytes() == payload
+    assert {"hello.txt", name} <= set(ftp.nlst())
+    # While this user's SSH connection is live, a wrong password gets no free ride on it.
+    intruder = SocksFTP(f"socks5://{proxy.url}")
+    intruder.connect("localhost", ftp_server.port)
+    with pytest.raises(ftplib.error_perm, match="530"):
+        intruder.login(user, "guess-" + password)
+    intruder.close()
+    # A high port nobody announced is not tunnelled on a guess: the rules decide (reject).
+    code, sock = socks5_connect((proxy.host, proxy.port), "localhost", free_port())
+    sock.close()
+    assert code == 0x02
     ftp.quit()
-    assert "SSH login refused" in proxy.log()
+    assert proxy.log().count("SSH login refused") == 2
 
 
 def test_two_users_never_share_and_ten_sessions_of_one_user_share_one(
