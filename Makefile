@@ -15,3 +15,4 @@ lint: setup
 
 bench: setup
 	.venv/bin/python bench/throughput.py
+	.venv/bin/python bench/session_setup.py
