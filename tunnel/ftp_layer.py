@@ -25,11 +25,11 @@ Once logged in it relays, intercepting only:
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tunnel.addresses import same_host
 from tunnel.ftp import (
     NEED_DATA,
     Command,
@@ -127,23 +127,17 @@ class _Pending(enum.Enum):
     ACTIVE_PASV = enum.auto()  # our PASV for an active transfer: consume
 
 
-def _same_host(a: str, b: str) -> bool:
-    try:
-        x, y = ipaddress.ip_address(a), ipaddress.ip_address(b)
-    except ValueError:
-        return False
-    x = x.ipv4_mapped or x if isinstance(x, ipaddress.IPv6Address) else x
-    y = y.ipv4_mapped or y if isinstance(y, ipaddress.IPv6Address) else y
-    return x == y or (x.is_loopback and y.is_loopback)
-
-
 class FtpLayer:
     def __init__(self, *, client_host: str, server_host: str, credentials_from_app: bool,
-                 send_password: bool = True) -> None:
+                 send_password: bool = True,
+                 is_client_address: Callable[[str], bool] | None = None) -> None:
         """`client_host`: the SOCKS client's address (PORT may only point there, RFC 2577).
         `server_host`: the FTP server as the client named it, seen from the SSH server.
-        `send_password`: whether the SSH login uses the FTP password (profile auth)."""
+        `send_password`: whether the SSH login uses the FTP password (profile auth).
+        `is_client_address`: a wider test of "the client's own address" (the glue knows
+        which addresses are this host's); default: the client's address or loopback."""
         self.client_host = client_host
+        self._is_client_address = is_client_address or (lambda h: same_host(h, client_host))
         self.server_host = server_host
         self.credentials_from_app = credentials_from_app
         self.send_password = send_password
@@ -307,7 +301,7 @@ class FtpLayer:
         except FtpError as exc:
             return [ToClient(exc.reply or b"")]
         # RFC 2577 §3: no bounce to a foreign host, no privileged port.
-        if not _same_host(host, self.client_host):
+        if not self._is_client_address(host):
             return [ToClient(reply_line(501, f"{command.verb} refused: {host} is not your "
                                         "address.")), Note(f"refused {command.verb} to {host}")]
         if port < 1024:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, cast
 
 import asyncssh
 
+from tunnel.addresses import is_loopback
 from tunnel.config import Profile
 from tunnel.endpoints import SSHEnd, TCPEnd
 from tunnel.errors import UpstreamError
@@ -87,7 +89,8 @@ class FtpTunnel:
         self.ssh_host = profile.host or request.host
         self.layer = FtpLayer(client_host=session.client_ip, server_host=request.host,
                               credentials_from_app=profile.user_from_app,
-                              send_password="password" in profile.auth)
+                              send_password="password" in profile.auth,
+                              is_client_address=self._is_client_address)
         self.user = profile.user
         self.lease: Lease | None = None  # None with a direct (fallback) control connection
         self._server: asyncio.Transport | asyncssh.SSHTCPChannel[bytes] | None = None
@@ -102,6 +105,23 @@ class FtpTunnel:
         rec.ssh_server = f"{self.ssh_host}:{profile.port}"
         rec.last_hop = "local" if self.ssh_host == request.host else "clear"
         rec.user_source = "ftp" if profile.user_from_app else "profile"
+
+    def _is_client_address(self, host: str) -> bool:
+        """RFC 2577: an active-mode address must be the client's own. A client on this host
+        (loopback) may name any address of this host, as curl's `-P <iface address>` does;
+        a remote client (allow_relay) only its own address."""
+        peer = self.session.client_ip
+        if host == peer:
+            return True
+        if not is_loopback(peer):
+            return False
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((host, 0))  # succeeds only for an address this host owns
+        except OSError:
+            return False
+        return True
 
     # -- life --------------------------------------------------------------------------------
     async def prepare(self) -> tuple[str, int]:

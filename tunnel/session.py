@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from tunnel.addresses import is_loopback
 from tunnel.audit import AuditLog, AuditRecord
 from tunnel.config import Config
 from tunnel.datachannels import DataExpectations, Expected
@@ -41,13 +42,6 @@ class Context:
     expectations: DataExpectations = field(default_factory=DataExpectations)
     next_id: int = 1
     started: float = field(default_factory=time.monotonic)
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class SocksSession(asyncio.Protocol):

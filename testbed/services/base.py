@@ -5,10 +5,25 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from testbed.net import wait_port
+
+
+def wait_listening(prefix: Sequence[str], port: int, timeout: float, alive: object) -> None:
+    """Wait until a TCP socket listens on `port` in the namespace `prefix` enters."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(alive) and not alive():
+            raise RuntimeError(f"process for port {port} exited before it was ready")
+        out = subprocess.run([*prefix, "ss", "-Hltn", f"sport = :{port}"], capture_output=True,
+                             text=True).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout:.0f} s")
 
 
 class Service:
@@ -20,6 +35,7 @@ class Service:
         self.log_path = log_path
         self.ready = ready
         self.env = env
+        self.prefix = list(prefix)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> Service:
@@ -31,7 +47,10 @@ class Service:
         log.close()
         if self.ready is not None:
             try:
-                wait_port(*self.ready, timeout=timeout, alive=self.alive)
+                if self.prefix:  # inside a namespace: look from there, we cannot connect
+                    wait_listening(self.prefix, self.ready[1], timeout, self.alive)
+                else:
+                    wait_port(*self.ready, timeout=timeout, alive=self.alive)
             except (RuntimeError, TimeoutError) as exc:
                 self.stop()
                 raise RuntimeError(f"{self.name} did not start: {exc}\n--- log ---\n"

@@ -13,7 +13,8 @@ class PyFtpd(Service):
     def __init__(self, root: Path, port: int, user: str, password: str,
                  host: str = "127.0.0.1", passive_ports: tuple[int, int] | None = None,
                  log_path: Path | None = None, prefix: Sequence[str] = (),
-                 more_users: Sequence[tuple[str, str]] = (), debug: bool = False) -> None:
+                 more_users: Sequence[tuple[str, str]] = (), debug: bool = False,
+                 permit_foreign_addresses: bool = False) -> None:
         self.root, self.host, self.port = root, host, port
         self.user, self.password = user, password
         argv = [sys.executable, "-m", "testbed.services.pyftpd_main", "--host", host,
@@ -24,5 +25,7 @@ class PyFtpd(Service):
             argv += ["--passive-ports", f"{passive_ports[0]}-{passive_ports[1]}"]
         if debug:
             argv.append("--debug")
+        if permit_foreign_addresses:
+            argv.append("--permit-foreign-addresses")
         super().__init__(f"pyftpdlib:{port}", argv, log_path or root.parent / "pyftpd.log",
                          ready=(host, port), prefix=prefix)

@@ -22,6 +22,8 @@ def main() -> None:
     parser.add_argument("--user", action="append", default=[], help="name:password")
     parser.add_argument("--passive-ports", default="")
     parser.add_argument("--debug", action="store_true", help="log every command")
+    parser.add_argument("--permit-foreign-addresses", action="store_true",
+                        help="accept PORT/EPRT to another host (RFC 2577 says refuse)")
     args = parser.parse_args()
     authorizer = DummyAuthorizer()
     for spec in args.user:
@@ -29,6 +31,7 @@ def main() -> None:
         authorizer.add_user(name, password, args.root, perm="elradfmwMT")
     handler = FTPHandler
     handler.authorizer = authorizer
+    handler.permit_foreign_addresses = args.permit_foreign_addresses
     if args.passive_ports:
         low, high = (int(p) for p in args.passive_ports.split("-"))
         handler.passive_ports = range(low, high + 1)

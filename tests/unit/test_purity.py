@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 PURE = ["socks.py", "rules.py", "config.py", "failures.py", "relay.py", "errors.py", "ftp.py",
+        "addresses.py",
         "ftp_layer.py", "datachannels.py"]
 FORBIDDEN = {"asyncio", "socket", "asyncssh", "selectors", "ssl"}
 TUNNEL = Path(__file__).resolve().parents[2] / "tunnel"

@@ -1,0 +1,189 @@
+"""Per-link captures and the verdicts drawn from them.
+
+tcpdump runs inside one end's namespace on the link's veth and writes a pcap; it is stopped
+with SIGINT and its own counters must show zero packets dropped by the kernel. scapy then
+reassembles every TCP stream per direction (by sequence number, so retransmissions and
+reordering do not hide or invent a needle) and the verdicts search them.
+
+Every verdict has a positive control: a capture that saw no packet fails, `encrypted` must
+see the SSH banner, `cleartext` must see every needle.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed.backends.netns import NetnsBackend
+
+SSH_BANNER = b"SSH-2.0-"
+FlowKey = tuple[str, int, str, int]
+
+
+@dataclass
+class Verdict:
+    check: str
+    subject: str
+    passed: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'} {self.check}({self.subject}): {self.detail}"
+
+
+@dataclass
+class Capture:
+    link: str
+    pcap: Path
+    packets: int = 0
+    dropped: int | None = None
+    _streams: dict[FlowKey, bytes] | None = field(default=None, repr=False)
+
+    def streams(self) -> dict[FlowKey, bytes]:
+        if self._streams is None:
+            self._streams = reassemble(self.pcap)
+        return self._streams
+
+    def flows(self) -> set[tuple[str, str]]:
+        return {(key[0], key[2]) for key in self.streams()}
+
+
+class LinkCapture:
+    """tcpdump on one link for the life of a scenario's steps."""
+
+    def __init__(self, backend: NetnsBackend, link: str, out_dir: Path) -> None:
+        self.backend = backend
+        self.link = link
+        host = backend.topology.link(link).hosts[0]
+        self.host = host
+        self.iface = backend.iface(host, link)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.pcap = out_dir / f"{link}.pcap"
+        self.log = out_dir / f"{link}.tcpdump.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10) -> None:
+        argv = [*self.backend.exec_prefix(self.host), "tcpdump", "-i", self.iface, "-n", "-s",
+                "0", "-U", "-w", str(self.pcap), "tcp"]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + timeout
+        while b"listening on" not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tcpdump on {self.link} did not start: "
+                                   f"{self.log.read_text(errors='replace')}")
+            time.sleep(0.02)
+
+    def stop(self) -> Capture:
+        assert self.proc is not None
+        time.sleep(0.2)  # let the last segments of a closing flow reach the ring buffer
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(15)
+        text = self.log.read_text(errors="replace")
+        captured = re.search(r"(\d+) packets? captured", text)
+        dropped = re.search(r"(\d+) packets? dropped by kernel", text)
+        return Capture(self.link, self.pcap, int(captured.group(1)) if captured else 0,
+                       int(dropped.group(1)) if dropped else None)
+
+
+def reassemble(pcap: Path) -> dict[FlowKey, bytes]:
+    """Each TCP direction's payload in sequence order (relative to its first sequence
+    number, modulo 2^32, so a wrap of the 32-bit space does not scramble it)."""
+    from scapy.layers.inet import IP, TCP  # scapy is slow to import; only when judging
+    from scapy.utils import PcapReader
+
+    segments: dict[FlowKey, dict[int, bytes]] = {}
+    base: dict[FlowKey, int] = {}
+    with PcapReader(str(pcap)) as reader:
+        for packet in reader:
+            if IP not in packet or TCP not in packet:
+                continue
+            ip, tcp = packet[IP], packet[TCP]
+            key = (str(ip.src), int(tcp.sport), str(ip.dst), int(tcp.dport))
+            seq = int(tcp.seq)
+            if key not in base:
+                base[key] = seq + 1 if tcp.flags & 0x02 else seq  # SYN takes one number
+            payload = bytes(tcp.payload)
+            if payload:
+                rel = (seq - base[key]) % (1 << 32)
+                chunk = segments.setdefault(key, {})
+                if len(payload) > len(chunk.get(rel, b"")):
+                    chunk[rel] = payload
+            else:
+                segments.setdefault(key, {})
+    streams: dict[FlowKey, bytes] = {}
+    for key, chunks in segments.items():
+        data = bytearray()
+        for rel in sorted(chunks):
+            payload = chunks[rel]
+            if rel + len(payload) <= len(data):
+                continue  # a retransmission of bytes we have
+            data += payload[max(0, len(data) - rel):] if rel <= len(data) else payload
+        streams[key] = bytes(data)
+    return streams
+
+
+def _no_packets(check: str, capture: Capture) -> Verdict | None:
+    if capture.packets == 0:
+        return Verdict(check, capture.link, False, "the capture saw no packets (positive "
+                       "control failed: nothing to judge)")
+    if capture.dropped:
+        return Verdict(check, capture.link, False, f"{capture.dropped} packets dropped by the "
+                       "kernel: the capture is incomplete")
+    return None
+
+
+def _found(capture: Capture, needles: Iterable[bytes]) -> list[bytes]:
+    streams = capture.streams().values()
+    return [n for n in needles if any(n in s for s in streams)]
+
+
+def encrypted(capture: Capture, needles: Sequence[bytes]) -> Verdict:
+    """No needle in clear on this link, and the SSH banner seen (the positive control)."""
+    early = _no_packets("encrypted", capture)
+    if early:
+        return early
+    found = _found(capture, needles)
+    banner = bool(_found(capture, [SSH_BANNER]))
+    passed = banner and not found
+    detail = (f"{capture.packets} packets, SSH banner {'seen' if banner else 'NOT seen'}, "
+              f"{len(found)} of {len(needles)} needles in clear"
+              + (f": {_show(found)}" if found else ""))
+    return Verdict("encrypted", capture.link, passed, detail)
+
+
+def cleartext(capture: Capture, needles: Sequence[bytes]) -> Verdict:
+    """Every needle appears in clear on this link."""
+    early = _no_packets("cleartext", capture)
+    if early:
+        return early
+    found = _found(capture, needles)
+    missing = [n for n in needles if n not in found]
+    return Verdict("cleartext", capture.link, not missing,
+                   f"{capture.packets} packets, {len(found)} of {len(needles)} needles in clear"
+                   + (f"; missing {_show(missing)}" if missing else ""))
+
+
+def no_bypass(captures: Sequence[Capture], client: Sequence[str],
+              ftp: Sequence[str]) -> Verdict:
+    """No TCP flow between the client host's and the FTP host's addresses on any link:
+    everything must go through the SSH server."""
+    subject = ",".join(c.link for c in captures)
+    for capture in captures:
+        early = _no_packets("no_bypass", capture)
+        if early:
+            return early
+    bypass = sorted({(src, dst) for capture in captures for src, dst in capture.flows()
+                     if {src, dst} & set(client) and {src, dst} & set(ftp)})
+    detail = (f"{len(bypass)} client<->FTP flows: " + ", ".join(f"{s}->{d}" for s, d in bypass)
+              if bypass else "no flow between client and FTP host")
+    return Verdict("no_bypass", subject, not bypass, detail)
+
+
+def _show(needles: Iterable[bytes]) -> str:
+    return ", ".join(repr(n[:24]) for n in needles)

@@ -1,0 +1,285 @@
+"""Run a scenario: build its hosts, start its servers and proxy, capture every link, drive
+the client steps, then judge the checks. A failing scenario keeps its pcaps and logs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed import capture
+from testbed.backends.netns import NetnsBackend
+from testbed.capture import Capture, LinkCapture, Verdict
+from testbed.proxy import TunnelProxy
+from testbed.scenario import Check, Scenario, Step
+from testbed.services.base import Service, wait_listening
+from testbed.services.pyftpd import PyFtpd
+from testbed.services.sshd import Sshd, keygen
+from testbed.services.vsftpd import Vsftpd
+from testbed.users import ensure_user
+
+SOCKS_PORT = 1080
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Outcome:
+    """One judged line of the verdict table."""
+
+    name: str
+    expected: str
+    verdict: Verdict
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict.passed == (self.expected == "pass")
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+    out_dir: Path | None = None
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and all(o.ok for o in self.outcomes)
+
+
+@dataclass
+class _Needles:
+    password: str
+    file_marker: bytes
+    dir_marker: str
+
+    def all(self) -> list[bytes]:
+        return [self.password.encode(), self.file_marker, self.dir_marker.encode()]
+
+
+class ScenarioRun:
+    def __init__(self, scenario: Scenario, out_root: Path, keep: bool = False) -> None:
+        self.scenario = scenario
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.out = out_root / f"{scenario.name}-{stamp}-{os.getpid()}"
+        self.keep = keep
+        self.backend = NetnsBackend(scenario.topology)
+        self.services: list[Service] = []
+        self.extra: list[subprocess.Popen[bytes]] = []
+        tag = hashlib.sha256(scenario.name.encode()).hexdigest()[:8]
+        self.user = f"fts-{tag}"
+        self.needles = _Needles("pw-" + secrets.token_hex(10), b"FILEMARK-" +
+                                secrets.token_hex(12).encode(), "dir-" + secrets.token_hex(8))
+        self.site = Path(tempfile.mkdtemp(prefix="fts-site-", dir="/var/tmp"))
+        self.result = Result(scenario, out_dir=self.out)
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self) -> Result:
+        started = time.monotonic()
+        self.out.mkdir(parents=True, exist_ok=True)
+        captures: list[Capture] = []
+        step_outcomes: list[Outcome] = []
+        try:
+            self.backend.up()
+            ensure_user(self.user, self.needles.password)
+            self._prepare_site()
+            self._start_services()
+            taps = [LinkCapture(self.backend, link.name, self.out / "pcap")
+                    for link in self.scenario.topology.links]
+            for tap in taps:
+                tap.start()
+            try:
+                self._start_proxy()
+                step_outcomes = [self._step(i, step)
+                                 for i, step in enumerate(self.scenario.steps, start=1)]
+            finally:
+                captures = [tap.stop() for tap in taps]
+        except Exception as exc:  # the scenario fails; the run goes on to the next one
+            self.result.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._stop_all()
+            self.backend.down()
+        if not self.result.error:
+            self.result.outcomes = step_outcomes + [self._judge(check, captures)
+                                                    for check in self.scenario.checks]
+        self.result.seconds = time.monotonic() - started
+        shutil.rmtree(self.site, ignore_errors=True)
+        if self.result.passed and not self.keep:
+            shutil.rmtree(self.out, ignore_errors=True)
+            self.result.out_dir = None
+        return self.result
+
+    def _prepare_site(self) -> None:
+        self.site.chmod(0o777)
+        size = self.scenario.size_kib * 1024
+        body = bytearray(os.urandom(size))
+        body[size // 2 : size // 2 + len(self.needles.file_marker)] = self.needles.file_marker
+        self.payload = self.out / "payload.bin"
+        self.payload.write_bytes(bytes(body))
+        self.payload_sha = hashlib.sha256(body).hexdigest()
+
+    def _start_services(self) -> None:
+        key = keygen(self.out / "id_ed25519", "scenario-client")
+        self.key = key
+        known = []
+        for svc in self.scenario.services:
+            prefix = self.backend.exec_prefix(svc.host)
+            workdir = self.out / f"{svc.kind}-{svc.host}"
+            service: Service
+            if svc.kind == "sshd":
+                sshd = Sshd(workdir, svc.port, host="0.0.0.0", authorized_keys=[key],
+                            prefix=prefix)
+                for name in (svc.host, *self._addresses(svc.host)):
+                    known.append(sshd.known_hosts_line(name))
+                service = sshd
+            elif svc.kind == "pyftpdlib":
+                service = PyFtpd(self.site, svc.port, self.user, self.needles.password,
+                                 host="0.0.0.0", log_path=workdir / "pyftpd.log",
+                                 prefix=prefix, debug=True,
+                                 permit_foreign_addresses=svc.permit_foreign_addresses)
+            else:
+                service = Vsftpd(workdir, self.site, svc.port, host="0.0.0.0", prefix=prefix)
+            self.services.append(service.start())
+        self.known_hosts = self.out / "known_hosts"
+        self.known_hosts.write_text("".join(known))
+
+    def _addresses(self, host: str) -> list[str]:
+        topo = self.scenario.topology
+        return [str(addr) for (name, _), addr in topo.addresses.items() if name == host]
+
+    def _start_proxy(self) -> None:
+        proxy = self.scenario.proxy
+        if proxy.kind == "none":
+            return
+        prefix = self.backend.exec_prefix(proxy.host)
+        if proxy.kind == "tunnel":
+            values = {f"{h}": self.scenario.topology.address(h) for h in
+                      self.scenario.topology.hosts}
+            values.update(known_hosts=str(self.known_hosts), key=str(self.key))
+            for svc in self.scenario.services:
+                values[f"{svc.kind}_port"] = str(svc.port)
+            body = proxy.config.format(**values)
+            self.services.append(TunnelProxy(self.out / "tunnel", body, port=SOCKS_PORT,
+                                             prefix=prefix).start())
+            return
+        sshd = self.scenario.service("sshd")
+        log = open(self.out / "ssh-D.log", "wb")  # noqa: SIM115 - kept for the child's life
+        proc = subprocess.Popen(
+            [*prefix, "ssh", "-N", "-D", f"127.0.0.1:{SOCKS_PORT}", "-i", str(self.key),
+             "-p", str(sshd.port), "-F", "/dev/null", "-o", "BatchMode=yes",
+             "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+             f"root@{proxy.ssh}"], stdout=subprocess.DEVNULL, stderr=log)
+        log.close()
+        self.extra.append(proc)
+        wait_listening(prefix, SOCKS_PORT, 15, lambda: proc.poll() is None)
+
+    def _step(self, index: int, step: Step) -> Outcome:
+        client_host = self.scenario.proxy.host if self.scenario.proxy.kind != "none" else "client"
+        base = (f"ftp://{self.user}:{self.needles.password}@{step.server}:"
+                f"{self._ftp_port()}/{self.needles.dir_marker}/")
+        flags = ["-sS", "--max-time", "60"]
+        if self.scenario.proxy.kind != "none":
+            flags += ["--socks5-hostname", f"127.0.0.1:{SOCKS_PORT}"]
+        if step.mode == "pasv":
+            flags.append("--disable-epsv")
+        elif step.mode == "active":
+            flags += ["-P", self.scenario.topology.address(client_host)]
+        name = "payload.bin"  # one remote file: a later step may download an earlier upload
+        download = self.out / f"step{index}-download.bin"
+        commands = {
+            "upload": ["--ftp-create-dirs", "-T", str(self.payload), base + name],
+            "download": ["-o", str(download), base + name],
+            "list": [base],
+        }
+        transcript, failures = [], []
+        for op in step.ops:
+            got = self.backend.run(client_host, ["curl", *flags, *commands[op]], timeout=90)
+            transcript.append(f"$ curl {op}: exit {got.returncode} {got.stderr.strip()}")
+            if got.returncode != 0:
+                failures.append(f"{op} exit {got.returncode}")
+        (self.out / f"step{index}.transcript").write_text("\n".join(transcript) + "\n")
+        if step.ops and "download" in step.ops and download.exists():
+            self.downloads = getattr(self, "downloads", []) + [download]
+        passed = not failures
+        detail = "; ".join(failures) or f"{', '.join(step.ops)} with curl ({step.mode})"
+        expected = {"ok": "pass", "fail": "fail", "any": "pass" if passed else "fail"}[step.expect]
+        return Outcome(f"step{index}", expected, Verdict("transfer", step.mode, passed, detail))
+
+    def _ftp_port(self) -> int:
+        for svc in self.scenario.services:
+            if svc.kind != "sshd":
+                return svc.port
+        raise RuntimeError("no FTP service in the scenario")
+
+    def _judge(self, check: Check, captures: list[Capture]) -> Outcome:
+        by_link = {c.link: c for c in captures}
+        if check.verdict == "encrypted":
+            verdict = capture.encrypted(by_link[check.link], self.needles.all())
+        elif check.verdict == "cleartext":
+            verdict = capture.cleartext(by_link[check.link], self.needles.all())
+        elif check.verdict == "no_bypass":
+            client = self.scenario.proxy.host if self.scenario.proxy.kind != "none" else "client"
+            ftp_host = next(s.host for s in self.scenario.services if s.kind != "sshd")
+            verdict = capture.no_bypass(captures, self._addresses(client),
+                                        self._addresses(ftp_host))
+        else:
+            verdict = self._integrity()
+        name = f"{check.verdict}({check.link})" if check.link else check.verdict
+        return Outcome(name, check.expect, verdict)
+
+    def _integrity(self) -> Verdict:
+        files = [*getattr(self, "downloads", []), *sorted(self.site.rglob("payload.bin"))]
+        if not files:
+            return Verdict("integrity", "files", False, "no file was transferred")
+        bad = [f.name for f in files if hashlib.sha256(f.read_bytes()).hexdigest()
+               != self.payload_sha]
+        return Verdict("integrity", "files", not bad,
+                       f"{len(files) - len(bad)} of {len(files)} files match sha256 "
+                       f"{self.payload_sha[:12]}" + (f"; differ: {', '.join(bad)}" if bad else ""))
+
+    def _stop_all(self) -> None:
+        for proc in self.extra:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for service in reversed(self.services):
+            service.stop()
+
+
+def write_junit(results: list[Result], path: Path) -> None:
+    suite = ET.Element("testsuite", name="scenarios", tests=str(len(results)),
+                       failures=str(sum(not r.passed for r in results)))
+    for result in results:
+        case = ET.SubElement(suite, "testcase", classname="scenarios", name=result.scenario.name,
+                             time=f"{result.seconds:.2f}")
+        lines = [str(o.verdict) + f" (expected {o.expected})" for o in result.outcomes]
+        if not result.passed:
+            failure = ET.SubElement(case, "failure", message=result.error or "checks failed")
+            failure.text = "\n".join([result.error, *lines, f"kept: {result.out_dir}"])
+        ET.SubElement(case, "system-out").text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)
+
+
+def table(result: Result) -> str:
+    rows = [f"{result.scenario.name}: {'PASS' if result.passed else 'FAIL'} "
+            f"({result.seconds:.1f} s)"]
+    if result.error:
+        rows.append(f"  error: {result.error}")
+    for outcome in result.outcomes:
+        mark = "ok " if outcome.ok else "BAD"
+        rows.append(f"  [{mark}] {outcome.name:28s} expected {outcome.expected:4s} got "
+                    f"{'pass' if outcome.verdict.passed else 'fail'}: {outcome.verdict.detail}")
+    if result.out_dir is not None:
+        rows.append(f"  pcaps and logs kept in {result.out_dir}")
+    return "\n".join(rows)

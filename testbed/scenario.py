@@ -1,0 +1,139 @@
+"""Scenario files: one topology, its services, an optional proxy, client steps and the
+checks expected to pass or fail. Data, not code; loaded and validated here.
+
+See README "Scenario files" for the format and a worked example.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.topology import Topology, TopologyError, build
+
+SERVICE_KINDS = ("sshd", "pyftpdlib", "vsftpd")
+PROXY_KINDS = ("none", "tunnel", "ssh-D")
+CLIENTS = ("curl",)
+MODES = ("epsv", "pasv", "active")
+OPS = ("upload", "download", "list")
+CHECKS = ("encrypted", "cleartext", "no_bypass", "integrity")
+
+
+class ScenarioError(ValueError):
+    def __init__(self, path: Path, key: str, reason: str) -> None:
+        super().__init__(f"{path}: {key}: {reason}")
+
+
+@dataclass(frozen=True)
+class Service:
+    kind: str
+    host: str
+    port: int
+    # pyftpdlib: accept PORT/EPRT to an address other than the control peer's, as many
+    # servers do; RFC 2577 says refuse, and then a bypass cannot even be shown.
+    permit_foreign_addresses: bool = False
+
+
+@dataclass(frozen=True)
+class Proxy:
+    kind: str = "none"
+    host: str = "client"
+    ssh: str = "ssh"  # for ssh-D: the host running sshd
+    config: str = ""  # for tunnel: profiles and rules, with {placeholders}
+
+
+@dataclass(frozen=True)
+class Step:
+    client: str
+    mode: str
+    ops: tuple[str, ...]
+    server: str
+    expect: str = "ok"  # ok | fail | any
+
+
+@dataclass(frozen=True)
+class Check:
+    verdict: str
+    link: str = ""
+    expect: str = "pass"  # pass | fail: a failing check can be the point (positive control)
+
+
+@dataclass
+class Scenario:
+    path: Path
+    name: str
+    description: str
+    topology: Topology
+    services: list[Service]
+    proxy: Proxy
+    steps: list[Step]
+    checks: list[Check]
+    size_kib: int = 1024
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def service(self, kind: str) -> Service:
+        for service in self.services:
+            if service.kind == kind:
+                return service
+        raise KeyError(kind)
+
+
+def _choice(path: Path, key: str, value: object, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ScenarioError(path, key, f"{value!r} is not one of {', '.join(options)}")
+    return str(value)
+
+
+def load(path: Path) -> Scenario:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(path, "", str(exc)) from None
+    meta = data.get("scenario", {})
+    topo_data = data.get("topology", {})
+    try:
+        topology = build(topo_data.get("host", []), topo_data.get("link", []))
+    except TopologyError as exc:
+        raise ScenarioError(path, "topology", str(exc)) from None
+    services = []
+    for i, spec in enumerate(data.get("service", []), start=1):
+        kind = _choice(path, f"service[{i}].kind", spec.get("kind"), SERVICE_KINDS)
+        host = spec.get("host", "")
+        if host not in topology.hosts:
+            raise ScenarioError(path, f"service[{i}].host", f"no host {host!r}")
+        services.append(Service(kind, host, int(spec.get("port", 22 if kind == "sshd" else 21)),
+                                bool(spec.get("permit_foreign_addresses", False))))
+    proxy_data = data.get("proxy", {})
+    proxy = Proxy(_choice(path, "proxy.kind", proxy_data.get("kind", "none"), PROXY_KINDS),
+                  proxy_data.get("host", "client"), proxy_data.get("ssh", "ssh"),
+                  proxy_data.get("config", ""))
+    if proxy.kind != "none" and proxy.host not in topology.hosts:
+        raise ScenarioError(path, "proxy.host", f"no host {proxy.host!r}")
+    steps = []
+    for i, spec in enumerate(data.get("step", []), start=1):
+        ops = tuple(spec.get("ops", OPS))
+        for op in ops:
+            _choice(path, f"step[{i}].ops", op, OPS)
+        steps.append(Step(_choice(path, f"step[{i}].client", spec.get("client", "curl"), CLIENTS),
+                          _choice(path, f"step[{i}].mode", spec.get("mode", "epsv"), MODES),
+                          ops, spec.get("server", "ftp"),
+                          _choice(path, f"step[{i}].expect", spec.get("expect", "ok"),
+                                  ("ok", "fail", "any"))))
+    checks = []
+    for i, spec in enumerate(data.get("check", []), start=1):
+        check = Check(_choice(path, f"check[{i}].verdict", spec.get("verdict"), CHECKS),
+                      spec.get("link", ""),
+                      _choice(path, f"check[{i}].expect", spec.get("expect", "pass"),
+                              ("pass", "fail")))
+        if check.verdict in ("encrypted", "cleartext"):
+            try:
+                topology.link(check.link)
+            except TopologyError as exc:
+                raise ScenarioError(path, f"check[{i}].link", str(exc)) from None
+        checks.append(check)
+    if not steps:
+        raise ScenarioError(path, "step", "a scenario needs at least one client step")
+    return Scenario(path, meta.get("name", path.stem), meta.get("description", ""), topology,
+                    services, proxy, steps, checks, int(meta.get("size_kib", 1024)), data)
