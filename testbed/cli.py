@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from testbed.backends import netns
 from testbed.net import free_port
 from testbed.proxy import TunnelProxy
+from testbed.runner import ScenarioRun, table, write_junit
+from testbed.scenario import ScenarioError
+from testbed.scenario import load as load_scenario
 from testbed.services.pyftpd import PyFtpd
 from testbed.services.sshd import Sshd
 from testbed.users import ensure_user
@@ -127,6 +133,119 @@ profile = "demo-ssh"
     return 0 if ok else 1
 
 
+STATE_DIR = Path("/run/ftp-ssh-tunnel-testbed")
+OUT = Path(__file__).resolve().parents[1] / "out" / "scenarios"
+
+
+def _scenario_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        files += sorted(path.glob("*.toml")) if path.is_dir() else [path]
+    return files
+
+
+def run(paths: list[str], junit: str, keep: bool) -> int:
+    reason = netns.available()
+    if reason:
+        print(f"testbed run: {reason}", file=sys.stderr)
+        return 2
+    results = []
+    files = _scenario_files(paths)
+    for index, path in enumerate(files, start=1):
+        print(f"[{index}/{len(files)}] {path} ...", flush=True)
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            print(f"  invalid: {exc}")
+            return 2
+        result = ScenarioRun(scenario, OUT, keep=keep).run()
+        print(table(result), flush=True)
+        results.append(result)
+    write_junit(results, Path(junit))
+    failed = [r.scenario.name for r in results if not r.passed]
+    print(f"{len(results) - len(failed)} of {len(results)} scenarios passed; JUnit: {junit}")
+    return 1 if failed else 0
+
+
+def up(path: str) -> int:
+    reason = netns.available()
+    if reason:
+        print(f"testbed up: {reason}", file=sys.stderr)
+        return 2
+    scenario = load_scenario(Path(path))
+    name = scenario.name
+    runner = ScenarioRun(scenario, OUT, keep=True, keep_name=name)
+    runner.bring_up()
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state = {"name": name, "file": str(Path(path).resolve()),
+             "namespaces": runner.backend.namespaces, "out": str(runner.out),
+             "site": str(runner.site), "user": runner.user,
+             "password": runner.needles.password,
+             "addresses": {h: scenario.topology.address(h) for h in scenario.topology.hosts}}
+    (STATE_DIR / f"{name}.json").write_text(json.dumps(state, indent=2))
+    print(f"{name} is up. Hosts:")
+    for host, ns in runner.backend.namespaces.items():
+        print(f"  {host:10s} {state['addresses'][host]:15s} testbed exec {host} -- bash   "
+              f"(or: ip netns exec {ns} bash)")
+    print(f"FTP user {runner.user}, password {runner.needles.password} (a throwaway test "
+          f"account); files in {runner.site}; logs in {runner.out}")
+    print("testbed down removes it all.")
+    return 0
+
+
+def _states() -> list[dict[str, Any]]:
+    if not STATE_DIR.exists():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(STATE_DIR.glob("*.json"))]
+
+
+def _pick(name: str | None) -> dict[str, Any] | None:
+    states = [s for s in _states() if name in (None, s["name"])]
+    if len(states) != 1:
+        what = "nothing is up" if not states else (
+            "several topologies are up; say which with --name: "
+            + ", ".join(s["name"] for s in states))
+        print(f"testbed: {what}", file=sys.stderr)
+        return None
+    return states[0]
+
+
+def exec_in(host: str, command: list[str], name: str | None) -> int:
+    state = _pick(name)
+    if state is None:
+        return 2
+    if host not in state["namespaces"]:
+        print(f"testbed: no host {host!r}; hosts: {', '.join(state['namespaces'])}",
+              file=sys.stderr)
+        return 2
+    return subprocess.run(["ip", "netns", "exec", state["namespaces"][host],
+                           *(command or ["bash"])]).returncode
+
+
+def down(name: str | None) -> int:
+    states = [s for s in _states() if name in (None, s["name"])]
+    for state in states:
+        for ns in state["namespaces"].values():
+            netns.delete_namespace(ns)
+        subprocess.run(["rm", "-rf", state["site"]], check=False)
+        (STATE_DIR / f"{state['name']}.json").unlink(missing_ok=True)
+        print(f"{state['name']}: down (logs stay in {state['out']})")
+    if not states:
+        print("nothing is up")
+    return 0
+
+
+def list_up() -> int:
+    for state in _states():
+        alive = [ns for ns in state["namespaces"].values() if ns in netns.list_namespaces()]
+        print(f"{state['name']}: {len(alive)} of {len(state['namespaces'])} hosts up "
+              f"({', '.join(state['namespaces'])}) from {state['file']}")
+    strays = [ns for ns in netns.list_namespaces() if ns.startswith("fts")]
+    print(f"testbed namespaces on this machine: {len(strays)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="testbed", description="Real hosts, servers and "
                                      "clients to prove what ftp-ssh-tunnel promises.")
@@ -134,7 +253,31 @@ def main(argv: list[str] | None = None) -> int:
     run_demo = sub.add_parser("demo", help="the documented use case, end to end")
     run_demo.add_argument("--size-mib", type=int, default=16)
     run_demo.add_argument("--keep", action="store_true", help="keep logs and files")
+    run_cmd = sub.add_parser("run", help="run scenario files or folders")
+    run_cmd.add_argument("paths", nargs="+")
+    run_cmd.add_argument("--junit", default=str(OUT / "junit.xml"))
+    run_cmd.add_argument("--keep", action="store_true", help="keep pcaps and logs of passes too")
+    up_cmd = sub.add_parser("up", help="start a scenario's topology and leave it up")
+    up_cmd.add_argument("file")
+    exec_cmd = sub.add_parser("exec", help="run a command inside a host: exec HOST -- CMD")
+    exec_cmd.add_argument("host")
+    exec_cmd.add_argument("cmd", nargs=argparse.REMAINDER)
+    exec_cmd.add_argument("--name")
+    down_cmd = sub.add_parser("down", help="remove what `up` started")
+    down_cmd.add_argument("--name")
+    sub.add_parser("list", help="what is up")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args.paths, args.junit, args.keep)
+    if args.command == "up":
+        return up(args.file)
+    if args.command == "exec":
+        command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        return exec_in(args.host, command, args.name)
+    if args.command == "down":
+        return down(args.name)
+    if args.command == "list":
+        return list_up()
     return demo(args.size_mib, args.keep)
 
 

@@ -66,12 +66,14 @@ class _Needles:
 
 
 class ScenarioRun:
-    def __init__(self, scenario: Scenario, out_root: Path, keep: bool = False) -> None:
+    def __init__(self, scenario: Scenario, out_root: Path, keep: bool = False,
+                 keep_name: str | None = None) -> None:
+        """`keep_name`: bring the topology up to stay (`testbed up`), under that name."""
         self.scenario = scenario
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.out = out_root / f"{scenario.name}-{stamp}-{os.getpid()}"
         self.keep = keep
-        self.backend = NetnsBackend(scenario.topology)
+        self.backend = NetnsBackend(scenario.topology, keep_name=keep_name)
         self.services: list[Service] = []
         self.extra: list[subprocess.Popen[bytes]] = []
         tag = hashlib.sha256(scenario.name.encode()).hexdigest()[:8]
@@ -80,8 +82,23 @@ class ScenarioRun:
                                 secrets.token_hex(12).encode(), "dir-" + secrets.token_hex(8))
         self.site = Path(tempfile.mkdtemp(prefix="fts-site-", dir="/var/tmp"))
         self.result = Result(scenario, out_dir=self.out)
+        self.downloads: list[Path] = []
 
     # -- the run -----------------------------------------------------------------------------
+    def bring_up(self) -> None:
+        """Hosts, user, files, servers and proxy; no capture, no steps. Left running."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.backend.up()
+            ensure_user(self.user, self.needles.password)
+            self._prepare_site()
+            self._start_services()
+            self._start_proxy()
+        except BaseException:
+            self._stop_all()
+            self.backend.down()
+            raise
+
     def run(self) -> Result:
         started = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -206,8 +223,8 @@ class ScenarioRun:
             if got.returncode != 0:
                 failures.append(f"{op} exit {got.returncode}")
         (self.out / f"step{index}.transcript").write_text("\n".join(transcript) + "\n")
-        if step.ops and "download" in step.ops and download.exists():
-            self.downloads = getattr(self, "downloads", []) + [download]
+        if "download" in step.ops and download.exists():
+            self.downloads.append(download)
         passed = not failures
         detail = "; ".join(failures) or f"{', '.join(step.ops)} with curl ({step.mode})"
         expected = {"ok": "pass", "fail": "fail", "any": "pass" if passed else "fail"}[step.expect]
@@ -236,7 +253,7 @@ class ScenarioRun:
         return Outcome(name, check.expect, verdict)
 
     def _integrity(self) -> Verdict:
-        files = [*getattr(self, "downloads", []), *sorted(self.site.rglob("payload.bin"))]
+        files = [*self.downloads, *sorted(self.site.rglob("payload.bin"))]
         if not files:
             return Verdict("integrity", "files", False, "no file was transferred")
         bad = [f.name for f in files if hashlib.sha256(f.read_bytes()).hexdigest()

@@ -1,0 +1,57 @@
+"""pytest plugin: `pytest scenarios/` collects every scenario file as one test item.
+
+Safe under pytest-xdist: namespace names carry the worker's pid, every address lives inside
+the scenario's own namespaces, and users are per scenario. Without root it skips, saying so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.backends import netns
+from testbed.runner import ScenarioRun, table
+from testbed.scenario import ScenarioError, load
+
+OUT = Path(__file__).resolve().parents[1] / "out" / "scenarios"
+
+
+def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
+    if file_path.suffix == ".toml" and file_path.parent.name == "scenarios":
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    def collect(self) -> Any:
+        yield ScenarioItem.from_parent(self, name=self.path.stem)
+
+
+class ScenarioItem(pytest.Item):
+    def runtest(self) -> None:
+        reason = netns.available()
+        if reason:
+            pytest.skip(reason)
+        try:
+            scenario = load(self.path)
+        except ScenarioError as exc:
+            raise ScenarioFailed(str(exc)) from None
+        result = ScenarioRun(scenario, OUT).run()
+        self.add_report_section("call", "verdicts", table(result))
+        if not result.passed:
+            raise ScenarioFailed(table(result))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioFailed):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"scenario {self.name}"
+
+
+class ScenarioFailed(Exception):
+    """A scenario whose checks did not come out as expected (the table says which)."""
