@@ -1,0 +1,115 @@
+"""The testbed's pure parts: address plans and routes, scenario validation, and the TCP
+reassembly the verdicts rely on (fed hand-made pcaps with reordering and retransmission)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from testbed import capture
+from testbed.capture import Capture
+from testbed.scenario import ScenarioError, load
+from testbed.topology import TopologyError, build
+
+THREE = dict(hosts=[{"name": "client"}, {"name": "ssh", "forward": True}, {"name": "ftp"}],
+             links=[{"name": "lan", "hosts": ["client", "ssh"]},
+                    {"name": "dmz", "hosts": ["ssh", "ftp"]}])
+
+
+def test_address_plan_routes_and_hosts_file() -> None:
+    topo = build(**THREE)
+    assert topo.address("client") == "10.77.1.1"
+    assert topo.address("ssh", "dmz") == "10.77.2.1"
+    assert topo.address("ftp") == "10.77.2.2"
+    assert [(str(net), via) for net, via in topo.routes("client")] == [("10.77.2.0/24",
+                                                                       "10.77.1.2")]
+    assert topo.routes("ssh") == []
+    assert "10.77.2.2 ftp" in topo.hosts_file()
+
+
+def test_without_a_forwarding_host_the_client_sees_only_its_link() -> None:
+    spec = {**THREE, "hosts": [{"name": "client"}, {"name": "ssh"}, {"name": "ftp"}]}
+    assert build(**spec).routes("client") == []
+
+
+@pytest.mark.parametrize(("hosts", "links", "reason"), [
+    ([{"name": "a"}], [], "on no link"),
+    ([{"name": "a"}, {"name": "a"}], [], "defined twice"),
+    ([{"name": "a-b"}], [], "letters"),
+    ([{"name": "a"}, {"name": "b"}], [{"name": "l", "hosts": ["a", "c"]}], "two different"),
+])
+def test_bad_topologies(hosts: list[dict[str, str]], links: list[dict[str, object]],
+                        reason: str) -> None:
+    with pytest.raises(TopologyError, match=reason):
+        build(hosts, links)
+
+
+def test_every_shipped_scenario_loads() -> None:
+    folder = Path(__file__).resolve().parents[2] / "scenarios"
+    names = {load(path).name for path in folder.glob("*.toml")}
+    assert {"plain-ftp", "ssh-D-passive", "ssh-D-active-bypass",
+            "ftp-tunnel-third-host"} <= names
+
+
+@pytest.mark.parametrize(("extra", "reason"), [
+    ('[[service]]\nkind = "iis"\nhost = "a"\n', "service[1].kind"),
+    ('[[service]]\nkind = "sshd"\nhost = "zz"\n', "no host 'zz'"),
+    ('[[check]]\nverdict = "encrypted"\nlink = "nope"\n', "no link named 'nope'"),
+    ('[[check]]\nverdict = "magic"\n', "check[1].verdict"),
+    ('[proxy]\nkind = "vpn"\n', "proxy.kind"),
+])
+def test_bad_scenarios_say_where(tmp_path: Path, extra: str, reason: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
+                    '[[topology.link]]\nname = "l"\nhosts = ["a", "b"]\n'
+                    '[[step]]\nmode = "epsv"\n' + extra)
+    with pytest.raises(ScenarioError, match=re.escape(reason)):
+        load(path)
+
+
+def write_pcap(path: Path, segments: list[tuple[int, bytes]], syn: bool = True) -> None:
+    from scapy.layers.inet import IP, TCP
+    from scapy.utils import wrpcap
+
+    base = 4294967000  # near the top of the 32-bit space: the stream wraps
+    packets = []
+    if syn:
+        packets.append(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=5, dport=21, flags="S",
+                                                               seq=base - 1))
+    for offset, data in segments:
+        packets.append(IP(src="10.0.0.1", dst="10.0.0.2") /
+                       TCP(sport=5, dport=21, flags="PA", seq=(base + offset) % (1 << 32)) / data)
+    wrpcap(str(path), packets)
+
+
+def test_reassembly_orders_dedupes_and_survives_wrap(tmp_path: Path) -> None:
+    pcap = tmp_path / "t.pcap"
+    # "PASS secret" split across segments, sent out of order, one retransmitted.
+    write_pcap(pcap, [(7, b"SS sec"), (0, b"USER "), (13, b"ret\r\n"), (7, b"SS sec"),
+                      (0, b"USER PA")])
+    streams = capture.reassemble(pcap)
+    assert streams[("10.0.0.1", 5, "10.0.0.2", 21)] == b"USER PASS secret\r\n"
+    cap = Capture("lan", pcap, packets=6, dropped=0)
+    assert capture.cleartext(cap, [b"PASS secret"]).passed
+    verdict = capture.encrypted(cap, [b"PASS secret"])
+    assert not verdict.passed and "NOT seen" in verdict.detail
+
+
+def test_encrypted_needs_the_banner_and_a_capture(tmp_path: Path) -> None:
+    pcap = tmp_path / "ssh.pcap"
+    write_pcap(pcap, [(0, b"SSH-2.0-OpenSSH_9.2\r\n"), (21, b"\x8a\x01random")])
+    assert capture.encrypted(Capture("lan", pcap, packets=3, dropped=0), [b"secret"]).passed
+    empty = capture.encrypted(Capture("lan", pcap, packets=0, dropped=0), [b"secret"])
+    assert not empty.passed and "no packets" in empty.detail
+    lossy = capture.encrypted(Capture("lan", pcap, packets=3, dropped=2), [b"secret"])
+    assert not lossy.passed and "dropped" in lossy.detail
+
+
+def test_no_bypass_sees_a_direct_flow(tmp_path: Path) -> None:
+    pcap = tmp_path / "b.pcap"
+    write_pcap(pcap, [(0, b"data")])
+    cap = Capture("lan", pcap, packets=2, dropped=0)
+    assert not capture.no_bypass([cap], ["10.0.0.1"], ["10.0.0.2"]).passed
+    assert capture.no_bypass([cap], ["10.0.0.1"], ["10.0.0.9"]).passed
