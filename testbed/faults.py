@@ -1,0 +1,61 @@
+"""Faults on a running topology: netem delay, loss and rate on a link (both directions,
+since netem shapes egress only), a link down and up, a service killed and restarted."""
+
+from __future__ import annotations
+
+from testbed.backends.netns import NetnsBackend
+from testbed.services.base import Service
+
+
+class FaultUnavailable(RuntimeError):
+    """This kernel cannot do that fault (a missing qdisc), said plainly."""
+
+
+def netem(backend: NetnsBackend, link: str, delay_ms: float = 0, loss_pct: float = 0,
+          rate_mbit: float = 0) -> None:
+    """Shape both ends' egress; a delay of d on each gives a round trip of 2d.
+    Raises FaultUnavailable where the kernel has no sch_netem."""
+    spec: list[str] = []
+    if delay_ms:
+        spec += ["delay", f"{delay_ms}ms"]
+    if loss_pct:
+        spec += ["loss", f"{loss_pct}%"]
+    if rate_mbit:
+        spec += ["rate", f"{rate_mbit}mbit"]
+    for host in backend.topology.link(link).hosts:
+        iface = backend.iface(host, link)
+        done = backend.run(host, ["tc", "qdisc", "replace", "dev", iface, "root", "netem",
+                                  *spec])
+        if done.returncode != 0:
+            raise FaultUnavailable(f"netem on {link}: {done.stderr.strip()} (this kernel has "
+                                   "no sch_netem; `rate` alone works through tbf)")
+
+
+def rate(backend: NetnsBackend, link: str, mbit: float) -> None:
+    """Token-bucket rate limit on both ends (tbf, present in kernels that lack netem)."""
+    burst = max(int(mbit * 1000 / 8 / 100) * 1000, 16000)  # ~10 ms of traffic, at least 16 kB
+    for host in backend.topology.link(link).hosts:
+        backend.run(host, ["tc", "qdisc", "replace", "dev", backend.iface(host, link), "root",
+                           "tbf", "rate", f"{mbit}mbit", "burst", str(burst), "latency",
+                           "400ms"], check=True)
+
+
+def clear(backend: NetnsBackend, link: str) -> None:
+    for host in backend.topology.link(link).hosts:
+        backend.run(host, ["tc", "qdisc", "del", "dev", backend.iface(host, link), "root"])
+
+
+def link_state(backend: NetnsBackend, link: str, up: bool) -> None:
+    for host in backend.topology.link(link).hosts:
+        backend.run(host, ["ip", "link", "set", backend.iface(host, link),
+                           "up" if up else "down"], check=True)
+
+
+def restart(service: Service, kill: bool = True) -> None:
+    """Kill (SIGKILL, as a crash) or stop a service, then start it again and wait."""
+    if kill and service.proc is not None and service.proc.poll() is None:
+        service.proc.kill()
+        service.proc.wait()
+    else:
+        service.stop()
+    service.start()

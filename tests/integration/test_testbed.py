@@ -1,0 +1,125 @@
+"""The netns backend and faults with real namespaces: isolation, routing, names, netem,
+link down, sweep of a crashed run's leftovers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from testbed import faults
+from testbed.backends import netns
+from testbed.backends.netns import NetnsBackend
+from testbed.topology import build
+
+pytestmark = pytest.mark.integration
+
+CONNECT = """
+import socket, sys, time
+t = time.perf_counter()
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print(f"ok {(time.perf_counter() - t) * 1000:.1f}")
+except OSError as exc:
+    print(f"fail {exc.__class__.__name__}")
+"""
+LISTEN = "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 7000)); s.listen(); " \
+         "time.sleep(600)"
+
+
+@pytest.fixture
+def backend() -> Iterator[NetnsBackend]:
+    reason = netns.available()
+    if reason:
+        pytest.skip(reason)
+    topo = build([{"name": "client"}, {"name": "ssh"}, {"name": "ftp"}],
+                 [{"name": "lan", "hosts": ["client", "ssh"]},
+                  {"name": "dmz", "hosts": ["ssh", "ftp"]}])
+    b = NetnsBackend(topo)
+    b.up()
+    listeners = [subprocess.Popen([*b.exec_prefix(h), sys.executable, "-c", LISTEN])
+                 for h in ("ssh", "ftp")]
+    time.sleep(0.5)
+    yield b
+    for proc in listeners:
+        proc.kill()
+    b.down()
+    assert not [ns for ns in netns.list_namespaces() if ns in b.namespaces.values()]
+
+
+def connect(b: NetnsBackend, host: str, target: str) -> str:
+    return b.run(host, [sys.executable, "-c", CONNECT, target, "7000"]).stdout.strip()
+
+
+def test_hosts_resolve_by_name_and_reach_only_their_links(backend: NetnsBackend) -> None:
+    assert connect(backend, "client", "ssh").startswith("ok")  # by name, via /etc/netns hosts
+    assert connect(backend, "ssh", "ftp").startswith("ok")
+    # No forwarding host: the client cannot reach the FTP host at all.
+    assert connect(backend, "client", backend.topology.address("ftp")).startswith("fail")
+
+
+SEND = """
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 7001), timeout=10)
+t = time.perf_counter()
+s.sendall(b"x" * 1_000_000)
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+print(f"{time.perf_counter() - t:.3f}")
+"""
+SINK = ("import socket; s=socket.socket(); s.bind(('0.0.0.0', 7001)); s.listen(); "
+        "c,_=s.accept()\nwhile c.recv(65536): pass\nc.close()")
+
+
+def send_1mb(b: NetnsBackend) -> float:
+    sink = subprocess.Popen([*b.exec_prefix("ssh"), sys.executable, "-c", SINK])
+    time.sleep(0.3)
+    try:
+        return float(b.run("client", [sys.executable, "-c", SEND, "ssh"]).stdout)
+    finally:
+        sink.wait(10)
+
+
+def test_rate_limit_and_link_down(backend: NetnsBackend) -> None:
+    faults.rate(backend, "lan", mbit=8)
+    limited = send_1mb(backend)
+    assert limited >= 0.8, limited  # 8 Mbit/s is 1 MB/s: a megabyte takes about a second
+    faults.clear(backend, "lan")
+    assert send_1mb(backend) < limited / 4
+    faults.link_state(backend, "lan", up=False)
+    assert connect(backend, "client", "ssh").startswith("fail")
+    faults.link_state(backend, "lan", up=True)
+    assert connect(backend, "client", "ssh").startswith("ok")
+
+
+def test_netem_applies_or_says_the_kernel_lacks_it(backend: NetnsBackend) -> None:
+    try:
+        faults.netem(backend, "lan", delay_ms=50)
+    except faults.FaultUnavailable as exc:
+        assert "sch_netem" in str(exc)  # this machine's kernel: said plainly, not faked
+        return
+    delayed = float(connect(backend, "client", "ssh").split()[1])
+    assert delayed >= 100  # a TCP handshake is one round trip: 2 x 50 ms
+
+
+def test_sweep_removes_only_a_dead_runs_namespaces() -> None:
+    reason = netns.available()
+    if reason:
+        pytest.skip(reason)
+    dead_pid = 4194000  # above any pid this machine hands out (pid_max is 4194304)
+    stale, foreign = f"fts-{dead_pid}-1-client", "someone-elses-ns"
+    live = f"fts-{os.getpid()}-999-client"
+    for ns in (stale, foreign, live):
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        removed = netns.sweep()
+        names = netns.list_namespaces()
+        assert stale in removed and stale not in names
+        assert foreign in names and live in names
+    finally:
+        for ns in (stale, foreign, live):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
