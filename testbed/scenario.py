@@ -13,9 +13,9 @@ from typing import Any
 
 from testbed.topology import Topology, TopologyError, build
 
-SERVICE_KINDS = ("sshd", "pyftpdlib", "vsftpd")
+SERVICE_KINDS = ("sshd", "pyftpdlib", "vsftpd", "proftpd", "pure-ftpd")
 PROXY_KINDS = ("none", "tunnel", "ssh-D")
-CLIENTS = ("curl",)
+CLIENTS = ("curl", "lftp", "ftplib", "tnftp")
 MODES = ("epsv", "pasv", "active")
 OPS = ("upload", "download", "list")
 CHECKS = ("encrypted", "cleartext", "no_bypass", "integrity")

@@ -9,8 +9,10 @@ import subprocess
 USER_PREFIX = "fts"
 
 
-def ensure_user(name: str, password: str) -> None:
-    """Create the user if missing (no home, no login shell beyond sh) and set its password."""
+def ensure_user(name: str, password: str, home: str = "/") -> None:
+    """Create the user if missing (home not created, shell sh) and set password and home.
+    A scenario points `home` at its FTP directory: servers that serve the home (pure-ftpd,
+    proftpd) then serve the same files as the others."""
     if not name.startswith(USER_PREFIX):
         raise ValueError(f"testbed users must start with {USER_PREFIX!r}: {name!r}")
     try:
@@ -21,3 +23,5 @@ def ensure_user(name: str, password: str) -> None:
         subprocess.run(["useradd", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
                         name], check=True)
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n".encode(), check=True)
+    if pwd.getpwnam(name).pw_dir != home:
+        subprocess.run(["usermod", "--home", home, name], check=True)

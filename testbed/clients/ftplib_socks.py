@@ -40,9 +40,11 @@ class SocksFTP(ftplib.FTP):
                      rest: int | str | None = None) -> tuple[socket.socket, int | None]:
         if not self.passiveserver:
             return super().ntransfercmd(cmd, rest)
-        # EPSV if the server is IPv6 or asked for; else PASV with the announced address
-        # (ftplib's trust_server_pasv_ipv4_address decides, default: control host).
+        # ftplib's makepasv() falls back to getpeername() for the PASV host, which behind
+        # SOCKS is the proxy itself; a SOCKS-aware client names the control destination.
         host, port = self.makepasv()
+        if not self.trust_server_pasv_ipv4_address and self.af == socket.AF_INET:
+            host = self.host
         conn = self._socks(host, port)
         try:
             if rest is not None:

@@ -113,3 +113,14 @@ def test_no_bypass_sees_a_direct_flow(tmp_path: Path) -> None:
     cap = Capture("lan", pcap, packets=2, dropped=0)
     assert not capture.no_bypass([cap], ["10.0.0.1"], ["10.0.0.2"]).passed
     assert capture.no_bypass([cap], ["10.0.0.1"], ["10.0.0.9"]).passed
+
+
+def test_matrix_files_are_what_the_generator_writes() -> None:
+    from testbed import matrix
+
+    folder = Path(__file__).resolve().parents[2] / "scenarios"
+    for server in matrix.SERVERS:
+        assert (folder / f"matrix-{server}.toml").read_text() == matrix.render(server), (
+            f"regenerate: python -m testbed.matrix scenarios/ ({server})")
+        scenario = load(folder / f"matrix-{server}.toml")
+        assert len(scenario.steps) == len(matrix.CLIENTS) * len(matrix.MODES)

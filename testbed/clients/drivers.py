@@ -1,0 +1,162 @@
+"""Real FTP clients, run inside the client host, through the SOCKS proxy when there is one:
+curl, lftp (under proxychains4), Python ftplib (over python-socks) and tnftp (under Dante's
+socksify). Each runs the scenario's operations and returns its transcript; the runner judges
+by evidence (files on both sides, listings), not by exit codes alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.backends.netns import NetnsBackend
+
+SOCKS = ("127.0.0.1", 1080)
+REMOTE_NAME = "payload.bin"
+
+# Combinations that cannot work, with the reason; the runner reports them, never fakes them.
+NOT_APPLICABLE = {
+    ("ftplib", "epsv"): "ftplib sends EPSV only on IPv6 control connections",
+    ("tnftp", "active"): "tnftp under socksify opens active data with SOCKS BIND, which the "
+                         "proxy does not offer yet (issue 8)",
+}
+
+
+@dataclass
+class Job:
+    backend: NetnsBackend
+    host: str  # where the client runs
+    proxied: bool
+    user: str
+    password: str
+    server: str  # FTP host name, resolved by the client host (or by the proxy)
+    port: int
+    directory: str
+    payload: Path
+    download: Path
+    active_address: str
+    workdir: Path
+
+    @property
+    def remote(self) -> str:
+        return f"{self.directory}/{REMOTE_NAME}"
+
+
+def not_applicable(client: str, mode: str, proxied: bool) -> str | None:
+    reason = NOT_APPLICABLE.get((client, mode))
+    if reason and client == "tnftp" and not proxied:
+        return None  # without SOCKS there is no BIND to need
+    return reason
+
+
+def run(client: str, job: Job, mode: str, ops: tuple[str, ...]) -> str:
+    """Run the operations; returns the transcript (stdout + stderr)."""
+    return {"curl": _curl, "lftp": _lftp, "ftplib": _ftplib, "tnftp": _tnftp}[client](
+        job, mode, ops)
+
+
+def _exec(job: Job, argv: list[str], stdin: str | None = None,
+          env: dict[str, str] | None = None) -> str:
+    prefix = ["env", *[f"{k}={v}" for k, v in (env or {}).items()]] if env else []
+    got = job.backend.run(job.host, [*prefix, *argv], timeout=120, input=stdin)
+    return f"$ {' '.join(argv[:3])} ... -> exit {got.returncode}\n{got.stdout}{got.stderr}"
+
+
+def _curl(job: Job, mode: str, ops: tuple[str, ...]) -> str:
+    base = f"ftp://{job.user}:{job.password}@{job.server}:{job.port}/{job.directory}/"
+    flags = ["-sS", "--max-time", "60"]
+    if job.proxied:
+        flags += ["--socks5-hostname", f"{SOCKS[0]}:{SOCKS[1]}"]
+    if mode == "pasv":
+        flags.append("--disable-epsv")
+    elif mode == "active":
+        flags += ["-P", job.active_address]
+    commands = {
+        "upload": ["--ftp-create-dirs", "-T", str(job.payload), base + REMOTE_NAME],
+        "download": ["-o", str(job.download), base + REMOTE_NAME],
+        "list": ["--list-only", base],
+    }
+    return "".join(_exec(job, ["curl", *flags, *commands[op]]) for op in ops)
+
+
+def _lftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:
+    settings = ["set ftp:ssl-allow no", "set net:max-retries 1", "set net:timeout 20",
+                f"set ftp:passive-mode {'off' if mode == 'active' else 'on'}",
+                f"set ftp:prefer-epsv {'yes' if mode == 'epsv' else 'no'}"]
+    # Active mode: lftp listens on its control socket's local address and says so in PORT;
+    # under proxychains that is 127.0.0.1, which the proxy connects to. Forcing
+    # ftp:port-ipv4 would announce an address nobody listens on.
+    commands = {
+        "upload": [f"mkdir -p -f {job.directory}", f"put {job.payload} -o {job.remote}"],
+        "download": [f"get {job.remote} -o {job.download}"],
+        "list": [f"cls -1 {job.directory}/"],
+    }
+    script = "; ".join([*settings, f"open -u {job.user},{job.password} "
+                        f"ftp://{job.server}:{job.port}",
+                        *[c for op in ops for c in commands[op]], "bye"])
+    argv = ["lftp", "-c", script]
+    if job.proxied:
+        conf = job.workdir / "proxychains.conf"
+        conf.write_text(f"strict_chain\nproxy_dns\ntcp_read_time_out 15000\n"
+                        f"tcp_connect_time_out 8000\n[ProxyList]\nsocks5 {SOCKS[0]} {SOCKS[1]}\n")
+        argv = ["proxychains4", "-q", "-f", str(conf), *argv]
+    return _exec(job, argv)
+
+
+FTPLIB_SCRIPT = """
+import ftplib, sys
+sys.path.insert(0, sys.argv[1])
+from testbed.clients.ftplib_socks import SocksFTP
+(_, _, proxied, server, port, user, password, directory, payload, download, mode,
+ ops) = sys.argv
+ftp = SocksFTP("socks5://127.0.0.1:1080") if proxied == "1" else ftplib.FTP(timeout=30)
+ftp.connect(server, int(port))
+ftp.login(user, password)
+ftp.set_pasv(mode != "active")
+for op in ops.split(","):
+    if op == "upload":
+        try:
+            ftp.mkd(directory)
+        except ftplib.error_perm:
+            pass
+        with open(payload, "rb") as fh:
+            print(ftp.storbinary(f"STOR {directory}/payload.bin", fh))
+    elif op == "download":
+        with open(download, "wb") as fh:
+            print(ftp.retrbinary(f"RETR {directory}/payload.bin", fh.write))
+    else:
+        print("\\n".join(ftp.nlst(directory)))
+print(ftp.quit())
+"""
+
+
+def _ftplib(job: Job, mode: str, ops: tuple[str, ...]) -> str:
+    root = str(Path(__file__).resolve().parents[2])
+    return _exec(job, [sys.executable, "-c", FTPLIB_SCRIPT, root, "1" if job.proxied else "0",
+                       job.server, str(job.port), job.user, job.password, job.directory,
+                       str(job.payload), str(job.download), mode, ",".join(ops)])
+
+
+def _tnftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:
+    commands = {
+        "upload": [f"mkdir {job.directory}", f"put {job.payload} {job.remote}"],
+        "download": [f"get {job.remote} {job.download}"],
+        "list": [f"ls {job.directory}/"],
+    }
+    script = "\n".join([f"open {job.server} {job.port}", f"user {job.user} {job.password}",
+                        "binary", f"passive {'off' if mode == 'active' else 'on'}",
+                        f"epsv4 {'on' if mode == 'epsv' else 'off'}",
+                        *[c for op in ops for c in commands[op]], "bye", ""])
+    argv = ["tnftp", "-n", "-v"]
+    env = None
+    if job.proxied:
+        conf = job.workdir / "socks.conf"
+        # Names resolve locally (the host's /etc/hosts): with Dante's "fake" resolution the
+        # app sees 0.0.0.1 as its peer, and tnftp then rejects any 227 address as a mismatch.
+        conf.write_text("route {\n  from: 0.0.0.0/0 to: 0.0.0.0/0 "
+                        f"via: {SOCKS[0]} port = {SOCKS[1]}\n  proxyprotocol: socks_v5\n"
+                        "  method: none\n  protocol: tcp\n}\n")
+        argv = ["socksify", *argv]
+        env = {"SOCKS_CONF": str(conf)}
+    return _exec(job, argv, stdin=script, env=env)
