@@ -3,6 +3,11 @@ since netem shapes egress only), a link down and up, a service killed and restar
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+
 from testbed.backends.netns import NetnsBackend
 from testbed.services.base import Service
 
@@ -51,10 +56,29 @@ def link_state(backend: NetnsBackend, link: str, up: bool) -> None:
                            "up" if up else "down"], check=True)
 
 
+def _pids_of(service: Service) -> list[int]:
+    """The service's process and every process running its binary in its namespace: sshd's
+    per-connection children leave the master's process group, and a crash kills them too."""
+    assert service.proc is not None
+    binary = service.argv[len(service.prefix)]
+    pids = {service.proc.pid}
+    if service.prefix[:3] == ["ip", "netns", "exec"]:
+        listed = subprocess.run(["ip", "netns", "pids", service.prefix[3]],
+                                capture_output=True, text=True).stdout.split()
+        for pid in map(int, listed):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/exe") == binary:
+                    pids.add(pid)
+    return sorted(pids)
+
+
 def restart(service: Service, kill: bool = True) -> None:
-    """Kill (SIGKILL, as a crash) or stop a service, then start it again and wait."""
+    """Kill (SIGKILL to its whole process group, as a host crash: sshd's per-connection
+    children die too, so clients must reconnect) or stop a service; start it again."""
     if kill and service.proc is not None and service.proc.poll() is None:
-        service.proc.kill()
+        for pid in _pids_of(service):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         service.proc.wait()
     else:
         service.stop()

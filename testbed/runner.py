@@ -11,10 +11,11 @@ import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed import capture
+from testbed import capture, faults
 from testbed.backends.netns import NetnsBackend
 from testbed.capture import Capture, LinkCapture, Verdict
 from testbed.clients import drivers
@@ -66,8 +67,11 @@ class _Needles:
     file_marker: bytes
     dir_marker: str
 
+    extra_passwords: list[str] = field(default_factory=list)
+
     def all(self) -> list[bytes]:
-        return [self.password.encode(), self.file_marker, self.dir_marker.encode()]
+        return [self.password.encode(), self.file_marker, self.dir_marker.encode(),
+                *(p.encode() for p in self.extra_passwords)]
 
 
 class ScenarioRun:
@@ -86,6 +90,11 @@ class ScenarioRun:
         self.needles = _Needles("pw-" + secrets.token_hex(10), b"FILEMARK-" +
                                 secrets.token_hex(12).encode(), "dir-" + secrets.token_hex(8))
         self.site = Path(tempfile.mkdtemp(prefix="fts-site-", dir="/var/tmp"))
+        self.users = [(self.user, self.needles.password)] + [
+            (f"{self.user}-{n}", "pw-" + secrets.token_hex(10))
+            for n in range(2, scenario.users + 1)]
+        self.needles.extra_passwords = [password for _, password in self.users[1:]]
+        self.by_kind: dict[str, Service] = {}
         self.result = Result(scenario, out_dir=self.out)
         self.downloads: list[Path] = []
 
@@ -95,7 +104,8 @@ class ScenarioRun:
         self.out.mkdir(parents=True, exist_ok=True)
         try:
             self.backend.up()
-            ensure_user(self.user, self.needles.password, home=str(self.site))
+            for name, password in self.users:
+                ensure_user(name, password, home=str(self.site))
             self._prepare_site()
             self._start_services()
             self._start_proxy()
@@ -111,11 +121,12 @@ class ScenarioRun:
         step_outcomes: list[Outcome] = []
         try:
             self.backend.up()
-            ensure_user(self.user, self.needles.password, home=str(self.site))
+            for name, password in self.users:
+                ensure_user(name, password, home=str(self.site))
             self._prepare_site()
             self._start_services()
             taps = [LinkCapture(self.backend, link.name, self.out / "pcap")
-                    for link in self.scenario.topology.links]
+                    for link in self.scenario.topology.links] if self.scenario.capture else []
             for tap in taps:
                 tap.start()
             try:
@@ -140,13 +151,29 @@ class ScenarioRun:
         return self.result
 
     def _prepare_site(self) -> None:
+        """The payload: random bytes with the file needle in the middle, written in MiB
+        chunks (a bulk scenario's is a GiB)."""
         self.site.chmod(0o777)
+        # The steps' directory, writable by every scenario user: the first user's MKD
+        # would otherwise own it (umask 022) and the others' uploads would get 553.
+        shared = self.site / self.needles.dir_marker
+        shared.mkdir()
+        shared.chmod(0o777)
         size = self.scenario.size_kib * 1024
-        body = bytearray(os.urandom(size))
-        body[size // 2 : size // 2 + len(self.needles.file_marker)] = self.needles.file_marker
+        marker, middle = self.needles.file_marker, size // 2
         self.payload = self.out / "payload.bin"
-        self.payload.write_bytes(bytes(body))
-        self.payload_sha = hashlib.sha256(body).hexdigest()
+        digest = hashlib.sha256()
+        with open(self.payload, "wb") as fh:
+            written = 0
+            while written < size:
+                chunk = bytearray(os.urandom(min(1 << 20, size - written)))
+                if written <= middle < written + len(chunk):
+                    at = middle - written
+                    chunk[at : at + len(marker)] = marker[: len(chunk) - at]
+                fh.write(chunk)
+                digest.update(chunk)
+                written += len(chunk)
+        self.payload_sha = digest.hexdigest()
 
     def _start_services(self) -> None:
         key = keygen(self.out / "id_ed25519", "scenario-client")
@@ -165,7 +192,7 @@ class ScenarioRun:
             elif svc.kind == "pyftpdlib":
                 service = PyFtpd(self.site, svc.port, self.user, self.needles.password,
                                  host="0.0.0.0", log_path=workdir / "pyftpd.log",
-                                 prefix=prefix, debug=True,
+                                 prefix=prefix, debug=True, more_users=self.users[1:],
                                  permit_foreign_addresses=svc.permit_foreign_addresses)
             elif svc.kind == "vsftpd":
                 service = Vsftpd(workdir, self.site, svc.port, host="0.0.0.0", prefix=prefix)
@@ -175,8 +202,16 @@ class ScenarioRun:
             else:
                 service = PureFtpd(workdir, svc.port, prefix=prefix)
             self.services.append(service.start())
+            self.by_kind[svc.kind] = service
         self.known_hosts = self.out / "known_hosts"
         self.known_hosts.write_text("".join(known))
+        # The same names with another key: what a client sees when the server is not the
+        # one it trusts (scenarios use it as {wrong_known_hosts}).
+        impostor = keygen(self.out / "impostor_host_key", "impostor").with_suffix(".pub")
+        wrong_key = " ".join(impostor.read_text().split()[:2])
+        self.wrong_known_hosts = self.out / "known_hosts.wrong"
+        self.wrong_known_hosts.write_text("".join(
+            " ".join([line.split()[0], wrong_key]) + "\n" for line in known))
 
     def _addresses(self, host: str) -> list[str]:
         topo = self.scenario.topology
@@ -190,13 +225,15 @@ class ScenarioRun:
         if proxy.kind == "tunnel":
             values = {f"{h}": self.scenario.topology.address(h) for h in
                       self.scenario.topology.hosts}
-            values.update(known_hosts=str(self.known_hosts), key=str(self.key))
+            values.update(known_hosts=str(self.known_hosts), key=str(self.key),
+                          wrong_known_hosts=str(self.wrong_known_hosts))
             for svc in self.scenario.services:
                 values[f"{svc.kind.replace('-', '_')}_port"] = str(svc.port)
             values["ftp_port"] = str(self._ftp_port())
             body = proxy.config.format(**values)
-            self.services.append(TunnelProxy(self.out / "tunnel", body, port=SOCKS_PORT,
-                                             prefix=prefix).start())
+            tunnel = TunnelProxy(self.out / "tunnel", body, port=SOCKS_PORT, prefix=prefix)
+            self.services.append(tunnel.start())
+            self.by_kind["tunnel"] = tunnel
             return
         sshd = self.scenario.service("sshd")
         log = open(self.out / "ssh-D.log", "wb")  # noqa: SIM115 - kept for the child's life
@@ -211,22 +248,41 @@ class ScenarioRun:
 
     def _step(self, index: int, step: Step) -> Outcome:
         proxied = self.scenario.proxy.kind != "none"
-        client_host = self.scenario.proxy.host if proxied else "client"
-        label = f"{step.client} {step.mode}"
+        label = f"{step.client} {step.mode}" + (f" x{step.parallel}" if step.parallel > 1 else "")
         reason = drivers.not_applicable(step.client, step.mode, proxied)
         if reason:
             return Outcome(f"step{index}", "n/a", Verdict("transfer", label, True,
                                                           f"not applicable: {reason}"))
-        download = self.out / f"step{index}-download.bin"
-        job = drivers.Job(self.backend, client_host, proxied, self.user, self.needles.password,
+        for fault in step.before:
+            self._fault(fault)
+        with ThreadPoolExecutor(max_workers=step.parallel) as pool:
+            runs = list(pool.map(lambda n: self._transfer(index, n, step),
+                                 range(step.parallel)))
+        failures = [f for run in runs for f in run]
+        passed = not failures
+        detail = (f"{len(failures)} failed: {'; '.join(sorted(set(failures))[:3])}" if failures
+                  else f"{', '.join(step.ops)} by {label}")
+        expected = {"ok": "pass", "fail": "fail", "any": "pass" if passed else "fail"}[step.expect]
+        return Outcome(f"step{index}", expected, Verdict("transfer", label, passed, detail))
+
+    def _transfer(self, index: int, n: int, step: Step) -> list[str]:
+        """One client's run of the step's operations, judged by evidence on both sides, not
+        by exit codes (tnftp exits 0 on failure)."""
+        proxied = self.scenario.proxy.kind != "none"
+        client_host = self.scenario.proxy.host if proxied else "client"
+        user, password = self.users[n % len(self.users)]
+        suffix = f"-{n}" if step.parallel > 1 else ""
+        remote = f"payload{suffix}.bin"
+        download = self.out / f"step{index}{suffix}-download.bin"
+        job = drivers.Job(self.backend, client_host, proxied, user, step.password or password,
                           step.server, self._ftp_port(), self.needles.dir_marker, self.payload,
-                          download, self.scenario.topology.address(client_host), self.out)
-        uploaded = self.site / self.needles.dir_marker / drivers.REMOTE_NAME
+                          download, self.scenario.topology.address(client_host), self.out,
+                          remote_name=remote, ftps=step.ftps)
+        uploaded = self.site / self.needles.dir_marker / remote
         if "upload" in step.ops:
             uploaded.unlink(missing_ok=True)  # this step's upload must land there itself
         transcript = drivers.run(step.client, job, step.mode, step.ops)
-        (self.out / f"step{index}.transcript").write_text(transcript)
-        # Judged by evidence on both sides, not by exit codes (tnftp exits 0 on failure).
+        (self.out / f"step{index}{suffix}.transcript").write_text(transcript)
         failures = []
         if "upload" in step.ops and self._sha(uploaded) != self.payload_sha:
             failures.append("upload: the server's file is missing or differs")
@@ -235,19 +291,31 @@ class ScenarioRun:
                 self.downloads.append(download)
             else:
                 failures.append("download: missing or differs")
-        if "list" in step.ops and drivers.REMOTE_NAME not in transcript:
-            failures.append("list: payload.bin not listed")
-        passed = not failures
-        detail = "; ".join(failures) or f"{', '.join(step.ops)} by {label}"
-        expected = {"ok": "pass", "fail": "fail", "any": "pass" if passed else "fail"}[step.expect]
-        return Outcome(f"step{index}", expected, Verdict("transfer", label, passed, detail))
+        if "list" in step.ops and remote not in transcript:
+            failures.append(f"list: {remote} not listed")
+        return failures
+
+    def _fault(self, fault: str) -> None:
+        verb, kind = fault.split()
+        service = self.by_kind[kind]
+        if verb == "stop":
+            service.stop()
+        elif verb == "start":
+            service.start()
+        else:
+            faults.restart(service)
 
     @staticmethod
     def _sha(path: Path) -> str:
+        """Streamed: a bulk scenario moves a GiB."""
+        digest = hashlib.sha256()
         try:
-            return hashlib.sha256(path.read_bytes()).hexdigest()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
         except OSError:
             return ""
+        return digest.hexdigest()
 
     def _ftp_port(self) -> int:
         for svc in self.scenario.services:
@@ -257,6 +325,13 @@ class ScenarioRun:
 
     def _judge(self, check: Check, captures: list[Capture]) -> Outcome:
         by_link = {c.link: c for c in captures}
+        name = f"{check.verdict}({check.link or check.service})" if (
+            check.link or check.service) else check.verdict
+        if check.verdict in ("encrypted", "cleartext", "no_bypass") and not captures:
+            return Outcome(name, "n/a", Verdict(check.verdict, check.link, True,
+                                                "not judged: capture = false here"))
+        if check.verdict == "log":
+            return Outcome(name, check.expect, self._log_check(check))
         if check.verdict == "encrypted":
             verdict = capture.encrypted(by_link[check.link], self.needles.all())
         elif check.verdict == "cleartext":
@@ -268,15 +343,29 @@ class ScenarioRun:
                                         self._addresses(ftp_host))
         else:
             verdict = self._integrity()
-        name = f"{check.verdict}({check.link})" if check.link else check.verdict
         return Outcome(name, check.expect, verdict)
 
+    def _log_check(self, check: Check) -> Verdict:
+        service = self.by_kind.get(check.service)
+        if service is None:
+            return Verdict("log", check.service, False, "no such service in this scenario")
+        seen = getattr(service, "commands_seen", service.log)()
+        if not seen:
+            return Verdict("log", check.service, False, "the log is empty (nothing to judge)")
+        missing = [p for p in check.present
+                   if seen.count(p.format(user=self.user)) < check.times]
+        found = [a for a in check.absent if a.format(user=self.user) in seen]
+        detail = (f"{len(check.present) - len(missing)} of {len(check.present)} expected lines"
+                  + (f" (x{check.times})" if check.times > 1 else "") + ", "
+                  f"{len(found)} forbidden" + (f"; missing {missing}" if missing else "")
+                  + (f"; found {found}" if found else ""))
+        return Verdict("log", check.service, not missing and not found, detail)
+
     def _integrity(self) -> Verdict:
-        files = [*self.downloads, *sorted(self.site.rglob(drivers.REMOTE_NAME))]
+        files = [*self.downloads, *sorted(self.site.rglob("payload*.bin"))]
         if not files:
             return Verdict("integrity", "files", False, "no file was transferred")
-        bad = [f.name for f in files if hashlib.sha256(f.read_bytes()).hexdigest()
-               != self.payload_sha]
+        bad = [f.name for f in files if self._sha(f) != self.payload_sha]
         return Verdict("integrity", "files", not bad,
                        f"{len(files) - len(bad)} of {len(files)} files match sha256 "
                        f"{self.payload_sha[:12]}" + (f"; differ: {', '.join(bad)}" if bad else ""))

@@ -6,6 +6,7 @@ See README "Scenario files" for the format and a worked example.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ PROXY_KINDS = ("none", "tunnel", "ssh-D")
 CLIENTS = ("curl", "lftp", "ftplib", "tnftp")
 MODES = ("epsv", "pasv", "active")
 OPS = ("upload", "download", "list")
-CHECKS = ("encrypted", "cleartext", "no_bypass", "integrity")
+CHECKS = ("encrypted", "cleartext", "no_bypass", "integrity", "log")
+FAULT = re.compile(r"(stop|start|restart) ([a-z-]+)")
 
 
 class ScenarioError(ValueError):
@@ -51,6 +53,10 @@ class Step:
     ops: tuple[str, ...]
     server: str
     expect: str = "ok"  # ok | fail | any
+    password: str = ""  # "" = the user's own; anything else is sent instead (a wrong one)
+    before: tuple[str, ...] = ()  # faults first: "stop sshd", "start sshd", "restart sshd"
+    ftps: bool = False  # the client asks for TLS first (curl --ssl)
+    parallel: int = 1  # this many clients at once, users taken in turn
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,10 @@ class Check:
     verdict: str
     link: str = ""
     expect: str = "pass"  # pass | fail: a failing check can be the point (positive control)
+    service: str = ""  # for `log`: whose log (a service kind)
+    present: tuple[str, ...] = ()  # for `log`: lines that must appear ({user} is filled in)
+    absent: tuple[str, ...] = ()  # for `log`: text that must not
+    times: int = 1  # for `log`: each present line at least this often
 
 
 @dataclass
@@ -71,6 +81,8 @@ class Scenario:
     steps: list[Step]
     checks: list[Check]
     size_kib: int = 1024
+    capture: bool = True  # off for bulk scenarios: a 1 GiB pcap per link judges nothing new
+    users: int = 1
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def service(self, kind: str) -> Service:
@@ -116,17 +128,30 @@ def load(path: Path) -> Scenario:
         ops = tuple(spec.get("ops", OPS))
         for op in ops:
             _choice(path, f"step[{i}].ops", op, OPS)
+        before = tuple(spec.get("before", ()))
+        for fault in before:
+            match = FAULT.fullmatch(fault)
+            if match is None or match.group(2) not in SERVICE_KINDS:
+                raise ScenarioError(path, f"step[{i}].before",
+                                    f"{fault!r}: want 'stop|start|restart <service kind>'")
         steps.append(Step(_choice(path, f"step[{i}].client", spec.get("client", "curl"), CLIENTS),
                           _choice(path, f"step[{i}].mode", spec.get("mode", "epsv"), MODES),
                           ops, spec.get("server", "ftp"),
                           _choice(path, f"step[{i}].expect", spec.get("expect", "ok"),
-                                  ("ok", "fail", "any"))))
+                                  ("ok", "fail", "any")),
+                          str(spec.get("password", "")), before, bool(spec.get("ftps", False)),
+                          int(spec.get("parallel", 1))))
     checks = []
     for i, spec in enumerate(data.get("check", []), start=1):
         check = Check(_choice(path, f"check[{i}].verdict", spec.get("verdict"), CHECKS),
                       spec.get("link", ""),
                       _choice(path, f"check[{i}].expect", spec.get("expect", "pass"),
-                              ("pass", "fail")))
+                              ("pass", "fail")),
+                      spec.get("service", ""), tuple(spec.get("present", ())),
+                      tuple(spec.get("absent", ())), int(spec.get("times", 1)))
+        if check.verdict == "log" and check.service not in (*SERVICE_KINDS, "tunnel"):
+            raise ScenarioError(path, f"check[{i}].service",
+                                f"{check.service!r} is not a service kind or 'tunnel'")
         if check.verdict in ("encrypted", "cleartext"):
             try:
                 topology.link(check.link)
@@ -136,4 +161,5 @@ def load(path: Path) -> Scenario:
     if not steps:
         raise ScenarioError(path, "step", "a scenario needs at least one client step")
     return Scenario(path, meta.get("name", path.stem), meta.get("description", ""), topology,
-                    services, proxy, steps, checks, int(meta.get("size_kib", 1024)), data)
+                    services, proxy, steps, checks, int(meta.get("size_kib", 1024)),
+                    bool(meta.get("capture", True)), int(meta.get("users", 1)), data)

@@ -37,10 +37,12 @@ class Job:
     download: Path
     active_address: str
     workdir: Path
+    remote_name: str = REMOTE_NAME
+    ftps: bool = False  # ask for TLS first (curl --ssl: go on in plain if refused)
 
     @property
     def remote(self) -> str:
-        return f"{self.directory}/{REMOTE_NAME}"
+        return f"{self.directory}/{self.remote_name}"
 
 
 def not_applicable(client: str, mode: str, proxied: bool) -> str | None:
@@ -72,9 +74,11 @@ def _curl(job: Job, mode: str, ops: tuple[str, ...]) -> str:
         flags.append("--disable-epsv")
     elif mode == "active":
         flags += ["-P", job.active_address]
+    if job.ftps:
+        flags.append("--ssl")
     commands = {
-        "upload": ["--ftp-create-dirs", "-T", str(job.payload), base + REMOTE_NAME],
-        "download": ["-o", str(job.download), base + REMOTE_NAME],
+        "upload": ["--ftp-create-dirs", "-T", str(job.payload), base + job.remote_name],
+        "download": ["-o", str(job.download), base + job.remote_name],
         "list": ["--list-only", base],
     }
     return "".join(_exec(job, ["curl", *flags, *commands[op]]) for op in ops)
@@ -109,7 +113,7 @@ import ftplib, sys
 sys.path.insert(0, sys.argv[1])
 from testbed.clients.ftplib_socks import SocksFTP
 (_, _, proxied, server, port, user, password, directory, payload, download, mode,
- ops) = sys.argv
+ ops, name) = sys.argv
 ftp = SocksFTP("socks5://127.0.0.1:1080") if proxied == "1" else ftplib.FTP(timeout=30)
 ftp.connect(server, int(port))
 ftp.login(user, password)
@@ -121,10 +125,10 @@ for op in ops.split(","):
         except ftplib.error_perm:
             pass
         with open(payload, "rb") as fh:
-            print(ftp.storbinary(f"STOR {directory}/payload.bin", fh))
+            print(ftp.storbinary(f"STOR {directory}/{name}", fh))
     elif op == "download":
         with open(download, "wb") as fh:
-            print(ftp.retrbinary(f"RETR {directory}/payload.bin", fh.write))
+            print(ftp.retrbinary(f"RETR {directory}/{name}", fh.write))
     else:
         print("\\n".join(ftp.nlst(directory)))
 print(ftp.quit())
@@ -135,7 +139,8 @@ def _ftplib(job: Job, mode: str, ops: tuple[str, ...]) -> str:
     root = str(Path(__file__).resolve().parents[2])
     return _exec(job, [sys.executable, "-c", FTPLIB_SCRIPT, root, "1" if job.proxied else "0",
                        job.server, str(job.port), job.user, job.password, job.directory,
-                       str(job.payload), str(job.download), mode, ",".join(ops)])
+                       str(job.payload), str(job.download), mode, ",".join(ops),
+                       job.remote_name])
 
 
 def _tnftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:
