@@ -275,7 +275,8 @@ class ScenarioRun:
         remote = f"payload{suffix}.bin"
         download = self.out / f"step{index}{suffix}-download.bin"
         job = drivers.Job(self.backend, client_host, proxied, user, step.password or password,
-                          step.server, self._ftp_port(), self.needles.dir_marker, self.payload,
+                          step.server, self._ftp_port(step.server), self.needles.dir_marker,
+                          self.payload,
                           download, self.scenario.topology.address(client_host), self.out,
                           remote_name=remote, ftps=step.ftps)
         uploaded = self.site / self.needles.dir_marker / remote
@@ -317,11 +318,12 @@ class ScenarioRun:
             return ""
         return digest.hexdigest()
 
-    def _ftp_port(self) -> int:
+    def _ftp_port(self, host: str | None = None) -> int:
+        """The FTP service's port on `host` (default: the scenario's first FTP service)."""
         for svc in self.scenario.services:
-            if svc.kind != "sshd":
+            if svc.kind != "sshd" and host in (None, svc.host):
                 return svc.port
-        raise RuntimeError("no FTP service in the scenario")
+        raise RuntimeError(f"no FTP service on {host or 'any host'} in the scenario")
 
     def _judge(self, check: Check, captures: list[Capture]) -> Outcome:
         by_link = {c.link: c for c in captures}
@@ -339,6 +341,8 @@ class ScenarioRun:
         elif check.verdict == "no_bypass":
             client = self.scenario.proxy.host if self.scenario.proxy.kind != "none" else "client"
             ftp_host = next(s.host for s in self.scenario.services if s.kind != "sshd")
+            if check.between:
+                client, ftp_host = check.between
             verdict = capture.no_bypass(captures, self._addresses(client),
                                         self._addresses(ftp_host))
         else:

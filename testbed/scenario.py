@@ -68,6 +68,7 @@ class Check:
     present: tuple[str, ...] = ()  # for `log`: lines that must appear ({user} is filled in)
     absent: tuple[str, ...] = ()  # for `log`: text that must not
     times: int = 1  # for `log`: each present line at least this often
+    between: tuple[str, ...] = ()  # for `no_bypass`: (client, far host); default client, FTP
 
 
 @dataclass
@@ -148,7 +149,11 @@ def load(path: Path) -> Scenario:
                       _choice(path, f"check[{i}].expect", spec.get("expect", "pass"),
                               ("pass", "fail")),
                       spec.get("service", ""), tuple(spec.get("present", ())),
-                      tuple(spec.get("absent", ())), int(spec.get("times", 1)))
+                      tuple(spec.get("absent", ())), int(spec.get("times", 1)),
+                      tuple(spec.get("between", ())))
+        if check.between and (len(check.between) != 2
+                              or any(h not in topology.hosts for h in check.between)):
+            raise ScenarioError(path, f"check[{i}].between", "name two hosts of the topology")
         if check.verdict == "log" and check.service not in (*SERVICE_KINDS, "tunnel"):
             raise ScenarioError(path, f"check[{i}].service",
                                 f"{check.service!r} is not a service kind or 'tunnel'")
