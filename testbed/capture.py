@@ -97,15 +97,22 @@ def reassemble(pcap: Path) -> dict[FlowKey, bytes]:
     """Each TCP direction's payload in sequence order (relative to its first sequence
     number, modulo 2^32, so a wrap of the 32-bit space does not scramble it)."""
     from scapy.layers.inet import IP, TCP  # scapy is slow to import; only when judging
+    from scapy.layers.inet6 import IPv6
     from scapy.utils import PcapReader
 
     segments: dict[FlowKey, dict[int, bytes]] = {}
     base: dict[FlowKey, int] = {}
     with PcapReader(str(pcap)) as reader:
         for packet in reader:
-            if IP not in packet or TCP not in packet:
+            if TCP not in packet:
                 continue
-            ip, tcp = packet[IP], packet[TCP]
+            if IP in packet:
+                ip = packet[IP]
+            elif IPv6 in packet:  # an IPv6 flow must not be invisible to a verdict
+                ip = packet[IPv6]
+            else:
+                continue
+            tcp = packet[TCP]
             key = (str(ip.src), int(tcp.sport), str(ip.dst), int(tcp.dport))
             seq = int(tcp.seq)
             if key not in base:

@@ -190,8 +190,9 @@ class ScenarioRun:
                     known.append(sshd.known_hosts_line(name))
                 service = sshd
             elif svc.kind == "pyftpdlib":
+                # "::" is dual-stack on Linux: IPv4 and, on ipv6 links, IPv6 clients.
                 service = PyFtpd(self.site, svc.port, self.user, self.needles.password,
-                                 host="0.0.0.0", log_path=workdir / "pyftpd.log",
+                                 host="::", log_path=workdir / "pyftpd.log",
                                  prefix=prefix, debug=True, more_users=self.users[1:],
                                  permit_foreign_addresses=svc.permit_foreign_addresses)
             elif svc.kind == "vsftpd":
@@ -215,7 +216,8 @@ class ScenarioRun:
 
     def _addresses(self, host: str) -> list[str]:
         topo = self.scenario.topology
-        return [str(addr) for (name, _), addr in topo.addresses.items() if name == host]
+        both = [*topo.addresses.items(), *topo.addresses6.items()]
+        return [str(addr) for (name, _), addr in both if name == host]
 
     def _start_proxy(self) -> None:
         proxy = self.scenario.proxy
@@ -223,8 +225,9 @@ class ScenarioRun:
             return
         prefix = self.backend.exec_prefix(proxy.host)
         if proxy.kind == "tunnel":
-            values = {f"{h}": self.scenario.topology.address(h) for h in
-                      self.scenario.topology.hosts}
+            topo = self.scenario.topology
+            values = {f"{h}": topo.address(h) for h in topo.hosts}
+            values.update({f"{h}_v6": str(a) for (h, _), a in topo.addresses6.items()})
             values.update(known_hosts=str(self.known_hosts), key=str(self.key),
                           wrong_known_hosts=str(self.wrong_known_hosts))
             for svc in self.scenario.services:
@@ -274,10 +277,15 @@ class ScenarioRun:
         suffix = f"-{n}" if step.parallel > 1 else ""
         remote = f"payload{suffix}.bin"
         download = self.out / f"step{index}{suffix}-download.bin"
+        # "<host>-v6" names the host's IPv6 address (see topology.hosts_file).
+        server_host = step.server.removesuffix("-v6")
+        ipv6 = step.server != server_host
+        topo = self.scenario.topology
         job = drivers.Job(self.backend, client_host, proxied, user, step.password or password,
-                          step.server, self._ftp_port(step.server), self.needles.dir_marker,
-                          self.payload,
-                          download, self.scenario.topology.address(client_host), self.out,
+                          step.server, self._ftp_port(server_host), self.needles.dir_marker,
+                          self.payload, download,
+                          topo.address6(client_host) if ipv6 else topo.address(client_host),
+                          self.out,
                           remote_name=remote, ftps=step.ftps)
         uploaded = self.site / self.needles.dir_marker / remote
         if "upload" in step.ops:

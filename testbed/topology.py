@@ -31,6 +31,7 @@ class Link:
     name: str
     hosts: tuple[str, str]
     subnet: ipaddress.IPv4Network
+    subnet6: ipaddress.IPv6Network | None = None  # `ipv6 = true`: fd77:0:<i>::/64 as well
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Topology:
     hosts: dict[str, Host]
     links: list[Link]
     addresses: dict[tuple[str, str], ipaddress.IPv4Address] = field(default_factory=dict)
+    addresses6: dict[tuple[str, str], ipaddress.IPv6Address] = field(default_factory=dict)
 
     def address(self, host: str, link: str | None = None) -> str:
         """The host's address on `link`, or its first address."""
@@ -45,6 +47,13 @@ class Topology:
             if name == host and (link is None or link_name == link):
                 return str(addr)
         raise TopologyError(f"host {host!r} has no address" + (f" on {link!r}" if link else ""))
+
+    def address6(self, host: str) -> str:
+        """The host's first IPv6 address (links with `ipv6 = true`)."""
+        for (name, _), addr in self.addresses6.items():
+            if name == host:
+                return str(addr)
+        raise TopologyError(f"host {host!r} has no IPv6 address (no link with ipv6 = true)")
 
     def link(self, name: str) -> Link:
         for link in self.links:
@@ -72,6 +81,8 @@ class Topology:
     def hosts_file(self) -> str:
         lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost"]
         lines += [f"{self.address(name)} {name}" for name in self.hosts]
+        # IPv6 under its own name, so an IPv4 scenario never drifts to IPv6 by resolver order.
+        lines += [f"{addr} {name}-v6" for (name, _), addr in self.addresses6.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -91,10 +102,13 @@ def build(hosts: Sequence[Mapping[str, Any]], links: Sequence[Mapping[str, Any]]
         if len(ends) != 2 or any(end not in host_map for end in ends) or ends[0] == ends[1]:
             raise TopologyError(f"link {spec.get('name')!r} must join two different known hosts")
         subnet = ipaddress.IPv4Network(spec.get("subnet", f"10.77.{index}.0/24"))
-        link = Link(str(spec.get("name", f"link{index}")), (ends[0], ends[1]), subnet)
+        subnet6 = ipaddress.IPv6Network(f"fd77:0:{index:x}::/64") if spec.get("ipv6") else None
+        link = Link(str(spec.get("name", f"link{index}")), (ends[0], ends[1]), subnet, subnet6)
         topo.links.append(link)
         for position, host in enumerate(link.hosts, start=1):
             topo.addresses[(host, link.name)] = subnet.network_address + position
+            if subnet6 is not None:
+                topo.addresses6[(host, link.name)] = subnet6.network_address + position
     for name in host_map:
         if not topo.links_of(name):
             raise TopologyError(f"host {name!r} is on no link")

@@ -111,7 +111,8 @@ class NetnsBackend:
             etc.mkdir(parents=True, exist_ok=True)
             (etc / "hosts").write_text(topo.hosts_file())
             forward = "1" if topo.hosts[host].forward else "0"
-            self.run(host, ["sysctl", "-qw", f"net.ipv4.ip_forward={forward}"], check=True)
+            self.run(host, ["sysctl", "-qw", f"net.ipv4.ip_forward={forward}",
+                            f"net.ipv6.conf.all.forwarding={forward}"], check=True)
         for link in topo.links:
             a, b = (self.interfaces[(h, link.name)] for h in link.hosts)
             _ip("link", "add", a, "type", "veth", "peer", "name", b)
@@ -120,6 +121,10 @@ class NetnsBackend:
                 _ip("link", "set", iface, "netns", ns)
                 addr = topo.addresses[(host, link.name)]
                 _ip("-n", ns, "addr", "add", f"{addr}/{link.subnet.prefixlen}", "dev", iface)
+                if link.subnet6 is not None:
+                    addr6 = topo.addresses6[(host, link.name)]
+                    # nodad: duplicate address detection would hold the address for ~2 s
+                    _ip("-n", ns, "-6", "addr", "add", f"{addr6}/64", "dev", iface, "nodad")
                 _ip("-n", ns, "link", "set", iface, "up")
                 # veth offloads hand tcpdump 64 KiB "frames"; real NIC-sized segments make
                 # captures and netem behave like a wire.

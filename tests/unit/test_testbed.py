@@ -124,3 +124,24 @@ def test_matrix_files_are_what_the_generator_writes() -> None:
             f"regenerate: python -m testbed.matrix scenarios/ ({server})")
         scenario = load(folder / f"matrix-{server}.toml")
         assert len(scenario.steps) == len(matrix.CLIENTS) * len(matrix.MODES)
+
+
+def test_reassembly_sees_ipv6_flows(tmp_path: Path) -> None:
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.utils import wrpcap
+
+    pcap = tmp_path / "v6.pcap"
+    wrpcap(str(pcap), [IPv6(src="fd77::1", dst="fd77::2") / TCP(sport=5, dport=21, flags="PA",
+                                                                  seq=100) / b"PASS secret\r\n"])
+    cap = Capture("lan", pcap, packets=1, dropped=0)
+    assert capture.cleartext(cap, [b"PASS secret"]).passed
+    assert not capture.no_bypass([cap], ["fd77::1"], ["fd77::2"]).passed
+
+
+def test_ipv6_links_get_addresses_and_their_own_names() -> None:
+    spec = {**THREE, "links": [{**link, "ipv6": True} for link in THREE["links"]]}
+    topo = build(**spec)
+    assert topo.address6("ftp") == "fd77:0:2::2"
+    assert "fd77:0:2::2 ftp-v6" in topo.hosts_file()
+    assert "10.77.2.2 ftp" in topo.hosts_file()  # IPv4 names stay IPv4
