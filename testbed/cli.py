@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from testbed import matrix
 from testbed.backends import netns
 from testbed.net import free_port
 from testbed.proxy import TunnelProxy
@@ -299,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     down_cmd = sub.add_parser("down", help="remove what `up` started")
     down_cmd.add_argument("--name")
     sub.add_parser("list", help="what is up")
+    matrix_cmd = sub.add_parser("matrix", help="run the interoperability matrix, print the table")
+    matrix_cmd.add_argument("--folder", default=str(DEMO_SCENARIO.parent))
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.paths, args.junit, args.keep)
@@ -311,6 +314,15 @@ def main(argv: list[str] | None = None) -> int:
         return down(args.name)
     if args.command == "list":
         return list_up()
+    if args.command == "matrix":
+        reason = netns.available()
+        if reason:
+            print(f"testbed matrix: {reason}", file=sys.stderr)
+            return 2
+        table_text, bad = matrix.run(Path(args.folder), OUT)
+        print(table_text)
+        print(f"{bad} cells not green")
+        return 1 if bad else 0
     if args.loopback:
         return demo(args.size_mib, args.keep)
     reason = netns.available()

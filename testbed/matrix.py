@@ -97,10 +97,53 @@ def render(server: str) -> str:
                            steps=steps)
 
 
-def main(argv: list[str]) -> int:
-    folder = Path(argv[0] if argv else "scenarios")
+def generate(folder: Path) -> None:
     for server in SERVERS:
         (folder / f"matrix-{server}.toml").write_text(render(server))
+
+
+def run(folder: Path, out: Path) -> tuple[str, int]:
+    """Run the matrix scenarios; returns the Markdown table and the number of bad cells.
+    A cell is its step's verdict; the per-server checks (encryption on the client's link,
+    no bypass, integrity) apply to every cell of that server and are shown in its row."""
+    from testbed.runner import ScenarioRun
+    from testbed.scenario import load
+
+    header = "| server | client | " + " | ".join(MODES) + " | encrypted, no bypass, sha256 |"
+    rows = [header, "|" + "---|" * (len(MODES) + 3)]
+    bad = 0
+    for server in SERVERS:
+        scenario = load(folder / f"matrix-{server}.toml")
+        result = ScenarioRun(scenario, out).run()
+        if result.error:
+            rows.append(f"| {server} | (all) | " + " | ".join(["error"] * len(MODES))
+                        + f" | {result.error} |")
+            bad += len(CLIENTS) * len(MODES)
+            continue
+        outcomes = {o.name: o for o in result.outcomes}
+        checks = [o for o in result.outcomes if not o.name.startswith("step")]
+        checks_ok = all(o.ok for o in checks)
+        cells: dict[tuple[str, str], str] = {}
+        for index, step in enumerate(scenario.steps, start=1):
+            outcome = outcomes[f"step{index}"]
+            if outcome.expected == "n/a":
+                cells[(step.client, step.mode)] = "n/a"
+            elif outcome.ok and checks_ok:
+                cells[(step.client, step.mode)] = "pass"
+            else:
+                cells[(step.client, step.mode)] = "FAIL"
+                bad += 1
+        summary = "yes" if checks_ok else "NO: " + "; ".join(
+            str(o.verdict) for o in checks if not o.ok)
+        for client in CLIENTS:
+            rows.append(f"| {server} | {client} | "
+                        + " | ".join(cells[(client, mode)] for mode in MODES)
+                        + f" | {summary} |")
+    return "\n".join(rows), bad
+
+
+def main(argv: list[str]) -> int:
+    generate(Path(argv[0] if argv else "scenarios"))
     return 0
 
 
