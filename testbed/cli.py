@@ -118,6 +118,12 @@ profile = "demo-ssh"
         down = curl("-o", str(back))
         down_active = curl("-P", "-", "-o", str(active))
         elapsed = time.monotonic() - started
+        # A session's audit record is written when the proxy sees it end, a moment after
+        # curl exits: wait for all three control sessions rather than race them.
+        deadline = time.monotonic() + 10
+        while (sum(r.get("action") == "ftp-tunnel" for r in proxy.audit()) < 3
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         records = proxy.audit()
         controls = [r for r in records if r.get("action") == "ftp-tunnel"]
         passive = [r for r in records if r.get("action") == "ftp-data"]

@@ -101,10 +101,21 @@ def load(path: str) -> Config:
     """Read and validate a config file. Raises ConfigError."""
     try:
         with open(path, "rb") as fh:
+            writable = loose_write_permissions(os.fstat(fh.fileno()).st_mode)
             raw = fh.read()
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    if writable:
+        # As OpenSSH refuses such files: whoever can write it can redirect every session.
+        raise ConfigError(path, "", f"{writable}; tighten it with chmod go-w")
     return parse(raw.decode("utf-8", errors="replace"), path)
+
+
+def loose_write_permissions(mode: int) -> str:
+    """'' if only the owner may write the file, else what is wrong with it."""
+    if mode & 0o022:
+        return f"is writable by group or others (mode {mode & 0o777:04o})"
+    return ""
 
 
 def parse(text: str, path: str = "<config>") -> Config:

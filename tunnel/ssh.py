@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncssh
 
-from tunnel.config import HostKeyPolicy, Profile
+from tunnel.config import HostKeyPolicy, Profile, loose_write_permissions
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_channel_open, reply_for_os_error
 from tunnel.socks import Reply
@@ -361,6 +361,11 @@ def _known_hosts(profile: Profile, host: str) -> asyncssh.SSHKnownHosts | None:
                     "NOT checked. Use this in test beds only.", profile.id)
         return None
     try:
+        writable = loose_write_permissions(os.stat(profile.known_hosts).st_mode)
+        if writable:
+            # Anyone who can write it can make us trust their server (OpenSSH refuses too).
+            raise UpstreamError(f"known_hosts {profile.known_hosts} {writable}: refused; "
+                                "tighten it with chmod go-w", Reply.NOT_ALLOWED)
         known = asyncssh.read_known_hosts(profile.known_hosts)
     except FileNotFoundError:
         if profile.host_key_policy is HostKeyPolicy.ACCEPT_NEW:

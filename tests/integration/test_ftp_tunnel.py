@@ -329,3 +329,20 @@ def test_fallback_to_plain_when_ssh_is_down(
     records = _wait_audit(proxy, 2)
     control = next(r for r in records if r["session"] == min(r["session"] for r in records))
     assert (control["action"], control["last_hop"]) == ("direct-fallback", "direct")
+
+
+def test_ten_megabyte_command_line_gets_500_and_the_session_goes_on(
+        start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+        ftp_server: PyFtpd | Vsftpd, users: dict[str, str]) -> None:
+    user, password = next(iter(users.items()))
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
+    ftp = SocksFTP(f"socks5://{proxy.url}")
+    ftp.connect("localhost", ftp_server.port)
+    ftp.login(user, password)
+    assert ftp.sock is not None
+    ftp.sock.sendall(b"SITE " + b"A" * (10 * 1024 * 1024) + b"\r\n")
+    with pytest.raises(ftplib.error_perm, match="500 Command line too long"):
+        ftp.getresp()
+    assert ftp.sendcmd("NOOP").startswith("200")  # the session goes on
+    ftp.quit()
+    assert "bad command from client" in proxy.log()

@@ -277,3 +277,35 @@ def _wait_audit(proxy: object, count: int, timeout: float = 10.0) -> list[dict[s
             return records
         time.sleep(0.05)
     raise AssertionError(f"expected {count} audit records, got {proxy.audit()}")
+
+
+def test_world_writable_known_hosts_is_refused(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path) -> None:
+    known_hosts.chmod(0o666)
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts) + rule_toml("127.0.0.1", "tunnel"))
+    code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", 21)
+    sock.close()
+    assert code == 0x02
+    assert "writable by group or others" in _wait_audit(proxy, 1)[0]["error"]
+
+
+def test_thousand_dropped_connections_cost_a_running_transfer_nothing(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
+        ftp_site: FtpSite, tmp_path: Path) -> None:
+    require("curl")
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts) + rule_toml("localhost", "tunnel"))
+    out = tmp_path / "big.bin"
+    transfer = subprocess.Popen(
+        ["curl", "-sS", "--limit-rate", "16M", "--socks5-hostname", proxy.url, "-o", str(out),
+         ftp_url("localhost", ftp_site, "big.bin")], stderr=subprocess.PIPE, text=True)
+    # Opened and dropped: bare, mid-greeting and mid-request, as scanners and broken clients do.
+    fragments = [b"", b"\x05", b"\x05\x01\x00\x05\x01", b"\x04\x01\x00"]
+    for n in range(1000):
+        with socket.create_connection((proxy.host, proxy.port), timeout=5) as sock:
+            if fragments[n % 4]:
+                sock.sendall(fragments[n % 4])
+    assert transfer.wait(120) == 0, transfer.stderr.read() if transfer.stderr else ""
+    assert sha256(out) == ftp_site.files["big.bin"]
+    code, sock = socks5_connect((proxy.host, proxy.port), "localhost", ftp_site.port)
+    assert code == 0 and read_until(sock, b"\r\n").startswith(b"220")
+    sock.close()

@@ -120,3 +120,13 @@ def test_example_config_in_repo_is_valid() -> None:
     root = Path(__file__).resolve().parents[2]
     cfg = config.load(str(root / "examples" / "tunnel.toml"))
     assert cfg.rules.rules
+
+
+def test_group_or_world_writable_config_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tunnel.toml"
+    path.write_text("")
+    path.chmod(0o664)
+    with pytest.raises(ConfigError, match=r"writable by group or others \(mode 0664\)"):
+        config.load(str(path))
+    path.chmod(0o644)
+    assert config.load(str(path)).rules.rules == ()
