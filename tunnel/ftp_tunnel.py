@@ -101,6 +101,8 @@ class FtpTunnel:
         self.bytes_down = 0
         self._early: list[bytes] = []  # the server's greeting, if it beat our SOCKS reply
         self._prepared: tuple[str, int, Relay, asyncio.Task[Lease | None]] | None = None
+        # SOCKS BIND sessions waiting for their transfer, by the address they announced.
+        self._binds: dict[tuple[str, int], tuple[SocksSession, socket.socket]] = {}
         rec = session.record
         rec.ssh_server = f"{self.ssh_host}:{profile.port}"
         rec.last_hop = "local" if self.ssh_host == request.host else "clear"
@@ -149,6 +151,10 @@ class FtpTunnel:
         self._closed = True
         self.session.ctx.expectations.drop_owner(self)
         self._drop_prepared()
+        for bind_session, reserved in self._binds.values():
+            reserved.close()
+            bind_session.close()
+        self._binds.clear()
         for task in self._tasks:
             task.cancel()
         if self._server is not None:
@@ -225,6 +231,20 @@ class FtpTunnel:
             self.lease, host, port, lambda: SSHEnd(relay))
         return lease
 
+    def register_bind(self, bind_session: SocksSession) -> tuple[str, int]:
+        """A BIND for this session: announce an address of ours. A listening socket reserves
+        the port so no two BINDs share one; nothing ever connects to it, because the data
+        connection comes from the FTP server through SSH, not to this host."""
+        assert bind_session.transport is not None
+        host = str(bind_session.transport.get_extra_info("sockname")[0])
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        reserved = socket.socket(family, socket.SOCK_STREAM)
+        reserved.bind((host, 0))
+        reserved.listen(0)
+        port = int(reserved.getsockname()[1])
+        self._binds[(host, port)] = (bind_session, reserved)
+        return host, port
+
     async def _active(self, order: ConnectActive) -> None:
         leases: list[Lease] = []
 
@@ -232,6 +252,10 @@ class FtpTunnel:
             for lease in leases:
                 lease.release()
 
+        bound = self._binds.pop((order.client_host, order.client_port), None)
+        if bound is not None:
+            await self._deliver_to_bind(order, *bound)
+            return
         relay = Relay(finished)
         loop = asyncio.get_running_loop()
         try:
@@ -245,6 +269,22 @@ class FtpTunnel:
             self._run(self.layer.active_ready(False, f"{exc or 'timed out'}"))
             return
         relay.start()
+        self.session.record.data_channels += 1
+        self._run(self.layer.active_ready(True))
+
+    async def _deliver_to_bind(self, order: ConnectActive, bind_session: SocksSession,
+                               reserved: socket.socket) -> None:
+        """Active mode over SOCKS BIND: the server's passive port, through SSH, becomes the
+        BIND's incoming connection (its second reply)."""
+        reserved.close()
+        try:
+            lease = await self.connect_data(order.server_host, order.server_port,
+                                            bind_session.relay)
+        except UpstreamError as exc:
+            bind_session.close()
+            self._run(self.layer.active_ready(False, str(exc)))
+            return
+        bind_session.bind_accepted((order.server_host, order.server_port), lease)
         self.session.record.data_channels += 1
         self._run(self.layer.active_ready(True))
 

@@ -44,6 +44,14 @@ class Context:
     started: float = field(default_factory=time.monotonic)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class SocksSession(asyncio.Protocol):
     """The asyncio protocol for one accepted SOCKS client connection."""
 
@@ -159,6 +167,9 @@ class SocksSession(asyncio.Protocol):
         rec = self.record
         rec.version, rec.dst, rec.port = request.version, request.host, request.port
         try:
+            if request.command is Command.BIND:
+                self._bind(request)
+                return
             if request.command is not Command.CONNECT:
                 self._fail(Reply.COMMAND_NOT_SUPPORTED, "refused",
                            f"SOCKS {request.command.name} is not supported here")
@@ -201,6 +212,50 @@ class SocksSession(asyncio.Protocol):
             self.transport.resume_reading()
         else:
             self.relay.start(self.codec.trailing_data())
+
+    def _bind(self, request: Request) -> None:
+        """SOCKS BIND for an active-mode FTP client (the IBM z/OS client does this): valid
+        only inside one of this client's ftp-tunnel sessions. The first reply announces an
+        address the client puts in PORT; the control session converts that transfer to
+        passive through SSH and hands the server's data connection to `bind_accepted`."""
+        control = self._control_for(request.host)
+        if control is None:
+            self._fail(Reply.NOT_ALLOWED, "refused", "SOCKS BIND outside an ftp-tunnel "
+                       "session of this client: only FTP active mode may bind")
+            return
+        assert self.transport is not None
+        rec = self.record
+        rec.action, rec.control_session = "ftp-data-bind", control.session.id
+        rec.rule, rec.last_hop = control.session.record.rule, control.session.record.last_hop
+        rec.ssh_server, rec.ssh_user = control.session.record.ssh_server, control.user
+        host, port = control.register_bind(self)
+        self.transport.write(self.codec.send_reply(Reply.SUCCEEDED, host, port))
+        log.info("session %d: BIND for ftp session %d announced %s:%d", self.id,
+                 control.session.id, host, port)
+
+    def _control_for(self, host: str) -> FtpTunnel | None:
+        """This client's ftp-tunnel session whose FTP server the BIND names (SOCKS BIND's
+        DST.ADDR, RFC 1928 §4); failing that, its only one."""
+        mine = [s.ftp for s in self.ctx.sessions.values()
+                if s.ftp is not None and s.client_ip == self.client_ip and s is not self]
+        named = [ftp for ftp in mine if ftp.request.host == host]
+        if named:
+            return named[-1]
+        return mine[0] if len(mine) == 1 else None
+
+    def bind_accepted(self, peer: tuple[str, int], lease: Lease | None) -> None:
+        """The server's data connection is through: the second BIND reply, then relay."""
+        if self._closed or self.transport is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self.lease = lease
+        # The connecting host as an address: a name (the SSH server resolved it, we did not)
+        # becomes 0.0.0.0, since BIND clients such as z/OS read IPv4 replies only.
+        host = peer[0] if _is_ip(peer[0]) else "0.0.0.0"
+        self.transport.write(self.codec.send_reply(Reply.SUCCEEDED, host, peer[1]))
+        self.record.reply = Reply.SUCCEEDED
+        self.relay.start(self.codec.trailing_data())
 
     async def _decide(self, request: Request) -> Decision:
         rules = self.config.rules

@@ -119,6 +119,7 @@ class _State(enum.Enum):
     SOCKS5_REQUEST = enum.auto()
     SOCKS4_REQUEST = enum.auto()
     AWAIT_REPLY = enum.auto()
+    AWAIT_SECOND_REPLY = enum.auto()  # BIND: the peer's connection has not arrived yet
     DONE = enum.auto()
     FAILED = enum.auto()
 
@@ -215,10 +216,17 @@ class SocksServer:
         return b"\x01\x00" if ok else b"\x01\x01"
 
     def send_reply(self, code: Reply, bind_host: str = "0.0.0.0", bind_port: int = 0) -> bytes:
-        """The reply to the request, in the client's SOCKS version."""
-        if self._state is not _State.AWAIT_REPLY:
+        """The reply to the request, in the client's SOCKS version. A BIND gets two: the
+        address to announce, then (on the peer's connection) that peer's address
+        (RFC 1928 §4, SOCKS4 BIND)."""
+        if self._state not in (_State.AWAIT_REPLY, _State.AWAIT_SECOND_REPLY):
             raise RuntimeError("no request is awaiting a reply")
-        self._state = _State.DONE if code is Reply.SUCCEEDED else _State.FAILED
+        first_of_bind = (self._state is _State.AWAIT_REPLY and self.request is not None
+                         and self.request.command is Command.BIND)
+        if code is not Reply.SUCCEEDED:
+            self._state = _State.FAILED
+        else:
+            self._state = _State.AWAIT_SECOND_REPLY if first_of_bind else _State.DONE
         if self.version == 4:
             code4 = Socks4Reply.GRANTED if code is Reply.SUCCEEDED else Socks4Reply.REJECTED
             return encode_socks4_reply(code4, bind_host, bind_port)
@@ -228,7 +236,8 @@ class SocksServer:
         """A failure reply valid at this point of the handshake, or None if none is."""
         if self.version == 4:
             return _socks4_failure()
-        if self.version == 5 and self._state in (_State.SOCKS5_REQUEST, _State.AWAIT_REPLY):
+        if self.version == 5 and self._state in (_State.SOCKS5_REQUEST, _State.AWAIT_REPLY,
+                                                 _State.AWAIT_SECOND_REPLY):
             return _socks5_failure(code)
         return None
 

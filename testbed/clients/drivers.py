@@ -18,8 +18,6 @@ REMOTE_NAME = "payload.bin"
 # Combinations that cannot work, with the reason; the runner reports them, never fakes them.
 NOT_APPLICABLE = {
     ("ftplib", "epsv"): "ftplib sends EPSV only on IPv6 control connections",
-    ("tnftp", "active"): "tnftp under socksify opens active data with SOCKS BIND, which the "
-                         "proxy does not offer yet (issue 8)",
 }
 
 

@@ -14,6 +14,7 @@ import io
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -30,6 +31,13 @@ from testbed.services.sshd import Sshd
 from testbed.services.vsftpd import Vsftpd
 from testbed.socks_client import socks5_connect
 from testbed.users import ensure_user
+from tunnel.socks import (
+    AuthMethod,
+    Command,
+    encode_socks4_request,
+    encode_socks5_greeting,
+    encode_socks5_request,
+)
 
 from .conftest import ProxyFactory, require, sshd_log_count
 from .test_proxy import _wait_audit
@@ -346,3 +354,72 @@ def test_ten_megabyte_command_line_gets_500_and_the_session_goes_on(
     assert ftp.sendcmd("NOOP").startswith("200")  # the session goes on
     ftp.quit()
     assert "bad command from client" in proxy.log()
+
+
+def _socks_bind(proxy: TunnelProxy, version: int, host: str) -> tuple[socket.socket, str, int]:
+    """SOCKS BIND, as the z/OS client sends it; returns the socket and the first reply's
+    address."""
+    sock = socket.create_connection((proxy.host, proxy.port), timeout=30)
+    if version == 5:
+        sock.sendall(encode_socks5_greeting([AuthMethod.NO_AUTH]))
+        assert sock.recv(2) == b"\x05\x00"
+        sock.sendall(encode_socks5_request(Command.BIND, host, 0))
+        head = _exactly(sock, 4)
+        assert head[1] == 0, f"BIND refused: REP {head[1]}"
+        assert head[3] == 1
+        addr = _exactly(sock, 4)
+        port = int.from_bytes(_exactly(sock, 2), "big")
+        return sock, ".".join(str(b) for b in addr), port
+    sock.sendall(encode_socks4_request(Command.BIND, "127.0.0.1", 0))
+    reply = _exactly(sock, 8)
+    assert reply[1] == 0x5A, f"BIND refused: {reply[1]:#x}"
+    return sock, ".".join(str(b) for b in reply[4:8]), int.from_bytes(reply[2:4], "big")
+
+
+def _exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        assert chunk, "connection closed early"
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("version", [5, 4])
+def test_socks_bind_active_mode_like_zos(
+        version: int, start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+        ftp_server: PyFtpd | Vsftpd, users: dict[str, str], site: Path) -> None:
+    """The IBM z/OS sequence: CONNECT control, USER/PASS, SOCKS BIND, PORT with the bound
+    address, RETR, accept on BIND (its second reply)."""
+    user, password = next(iter(users.items()))
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
+    ftp = SocksFTP(f"socks5://{proxy.url}")
+    ftp.connect("localhost", ftp_server.port)
+    ftp.login(user, password)
+    ftp.voidcmd("TYPE I")
+    data_sock, host, port = _socks_bind(proxy, version, "localhost")
+    assert ftp.sendcmd(f"PORT {host.replace('.', ',')},{port >> 8},{port & 255}"
+                       ).startswith("200")
+    ftp.putcmd("RETR data.bin")
+    assert ftp.getresp()[:3] in ("125", "150")
+    second = _exactly(data_sock, 10 if version == 5 else 8)  # the BIND's second reply
+    assert second[1] == (0 if version == 5 else 0x5A)
+    received = b""
+    while chunk := data_sock.recv(1 << 16):
+        received += chunk
+    data_sock.close()
+    assert ftp.voidresp().startswith("226")
+    ftp.quit()
+    assert hashlib.sha256(received).hexdigest() == sha(site / "data.bin")
+    records = _wait_audit(proxy, 2)
+    assert any(r["action"] == "ftp-data-bind" and r["result"] == "closed" for r in records)
+    seen = server_commands(ftp_server)
+    assert "EPSV" in seen and "PORT 127" not in seen  # the server went passive, via SSH
+
+
+def test_bind_outside_an_ftp_session_is_refused(
+        start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+        ftp_server: PyFtpd | Vsftpd) -> None:
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
+    with pytest.raises(AssertionError, match="BIND refused: REP 2"):
+        _socks_bind(proxy, 5, "localhost")

@@ -217,3 +217,32 @@ def test_property_socks5_request_round_trip(command: Command, host: str, port: i
     event = server.next_event()
     assert isinstance(event, Request)
     assert (event.command, event.host, event.port) == (command, host, port)
+
+
+def test_bind_gets_two_replies_in_each_version() -> None:
+    for data, first, second in [
+        (NO_AUTH + encode_socks5_request(Command.BIND, "10.0.0.9", 0),
+         encode_socks5_reply(Reply.SUCCEEDED, "127.0.0.1", 40001),
+         encode_socks5_reply(Reply.SUCCEEDED, "10.0.0.9", 20)),
+        (encode_socks4_request(Command.BIND, "10.0.0.9", 0),
+         encode_socks4_reply(Socks4Reply.GRANTED, "127.0.0.1", 40001),
+         encode_socks4_reply(Socks4Reply.GRANTED, "10.0.0.9", 20)),
+    ]:
+        server = SocksServer()
+        server.receive_data(data)
+        while not isinstance(event := server.next_event(), Request):
+            assert event is not NEED_DATA
+        assert event.command is Command.BIND
+        assert server.send_reply(Reply.SUCCEEDED, "127.0.0.1", 40001) == first
+        assert server.send_reply(Reply.SUCCEEDED, "10.0.0.9", 20) == second
+        with pytest.raises(RuntimeError):
+            server.send_reply(Reply.SUCCEEDED)
+
+
+def test_connect_gets_one_reply() -> None:
+    server = SocksServer()
+    server.receive_data(NO_AUTH + encode_socks5_request(Command.CONNECT, "h", 21))
+    server.next_event()
+    server.send_reply(Reply.SUCCEEDED)
+    with pytest.raises(RuntimeError):
+        server.send_reply(Reply.SUCCEEDED)
