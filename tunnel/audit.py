@@ -34,6 +34,9 @@ class AuditRecord:
     control_session: int | None = None  # for an FTP data connection: its control session
     ftp_user: str = ""
     data_channels: int = 0  # active-mode data connections the proxy made for this session
+    # Why SSH failed, if it did: host-key | auth | kex | ssh | connect. With `session` and
+    # `ssh_user` this is the audit event for a refused host key, login or key exchange.
+    ssh_failure: str = ""
     error: str = ""
 
     def to_json(self) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import json
 import logging
+import os
 import socket
 import sys
 
@@ -31,8 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("destination", help="HOST:PORT")
     explain.add_argument("--no-resolve", action="store_true",
                          help="do not resolve a host name to match IP rules")
+    ctl = sub.add_parser("ctl", help="talk to a running daemon (proxy.control_socket)")
+    ctl.add_argument("-c", "--config", required=True)
+    ctl.add_argument("cmd", choices=["status", "list", "close", "reload"])
+    ctl.add_argument("arg", nargs="?", help="the session id, for close")
+    tectia = sub.add_parser("import-tectia", help="convert a Tectia ssh-socks-proxy-config.xml")
+    tectia.add_argument("xml")
+    tectia.add_argument("-o", "--output", help="write here instead of standard output")
     args = parser.parse_args(argv)
 
+    if args.command == "import-tectia":
+        return _import_tectia(args.xml, args.output)
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
@@ -44,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "explain":
         return _explain(cfg, args.destination, resolve=not args.no_resolve)
+    if args.command == "ctl":
+        return _ctl(cfg, args.cmd, args.arg)
     return _serve(cfg, args.verbose)
 
 
@@ -65,6 +78,51 @@ def _serve(cfg: Config, verbose: bool) -> int:
         print(f"tunnel: cannot serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _import_tectia(path: str, output: str | None) -> int:
+    from tunnel.tectia import convert
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = convert(fh.read(), path)
+    except (OSError, ValueError, ConfigError) as exc:
+        print(f"tunnel import-tectia: {exc}", file=sys.stderr)
+        return 2
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(output, 0o644)  # not group-writable: `tunnel serve` would refuse it
+        print(f"wrote {output}; check it with: tunnel check -c {output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _ctl(cfg: Config, cmd: str, arg: str | None) -> int:
+    path = cfg.proxy.control_socket
+    if not path:
+        print(f"tunnel ctl: {cfg.path} sets no proxy.control_socket", file=sys.stderr)
+        return 2
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(path)
+            sock.sendall((json.dumps({"cmd": cmd, "arg": arg}) + "\n").encode())
+            answer = json.loads(sock.makefile().readline())
+    except (OSError, ValueError) as exc:
+        print(f"tunnel ctl: cannot talk to the daemon at {path}: {exc}", file=sys.stderr)
+        return 1
+    if cmd == "list" and answer.get("ok"):
+        print(f"{'id':>5} {'client':21} {'user':12} {'dst':24} {'action':14} {'ssh server':22} "
+              f"{'age s':>7} {'up':>10} {'down':>10}")
+        for row in answer["sessions"]:
+            print(f"{row['id']:>5} {row['client']:21} {row['user'][:12]:12} {row['dst'][:24]:24} "
+                  f"{row['action'][:14]:14} {row['ssh_server'][:22]:22} {row['age_s']:>7} "
+                  f"{row['bytes_up']:>10} {row['bytes_down']:>10}")
+    else:
+        print(json.dumps(answer, indent=2))
+    return 0 if answer.get("ok") else 1
 
 
 def _split_destination(text: str) -> tuple[str, int]:

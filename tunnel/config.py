@@ -55,6 +55,7 @@ class ProxyConfig:
     # AUTH TLS/SSL from an FTP client inside ftp-tunnel. Only "refuse" (534) exists: TLS
     # would hide PASV/PORT from the proxy, and the SSH tunnel already encrypts.
     ftps: str = "refuse"
+    control_socket: str = ""  # Unix socket for `tunnel ctl`, owner-only; "" = none
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ def _parse_proxy(t: _Table) -> ProxyConfig:
         connect_timeout=_positive(t, "connect_timeout", d.connect_timeout),
         audit_log=t.get("audit_log", str, d.audit_log),
         ftps=t.get("ftps", str, d.ftps),
+        control_socket=t.get("control_socket", str, d.control_socket),
     )
     if cfg.ftps != "refuse":
         raise t.error("ftps", f"{cfg.ftps!r}: only \"refuse\" is possible; a TLS control "

@@ -36,7 +36,10 @@ class UpstreamError(TunnelError):
     `socks_reply` is the RFC 1928 REP code that best describes the failure to the client.
     """
 
-    def __init__(self, message: str, socks_reply: int, auth_refused: bool = False) -> None:
+    def __init__(self, message: str, socks_reply: int, auth_refused: bool = False,
+                 ssh_failure: str = "") -> None:
         super().__init__(message)
         self.socks_reply = socks_reply
         self.auth_refused = auth_refused  # the SSH server said no to these credentials
+        # For the audit record: "host-key", "auth", "kex", "ssh" or "connect" ("" = not SSH).
+        self.ssh_failure = "auth" if auth_refused else ssh_failure

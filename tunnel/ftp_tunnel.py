@@ -331,6 +331,7 @@ class FtpTunnel:
             await self._open_control(login)
         except UpstreamError as exc:
             log.warning("ftp session %d: %s", self.session.id, exc)
+            self.session.record.ssh_failure = exc.ssh_failure
             self._run(self.layer.upstream_failed(str(exc), exc.auth_refused))
 
     async def _open_control(self, login: Login) -> None:
@@ -349,6 +350,7 @@ class FtpTunnel:
             if exc.auth_refused or not self.fallback_to_plain:
                 raise
             failure = exc
+        rec.ssh_failure = failure.ssh_failure
         if not self.fallback_to_plain:
             raise failure
         log.warning("ftp session %d: SSH failed (%s); fallback_to_plain: connecting directly",

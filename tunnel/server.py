@@ -9,6 +9,7 @@ import signal
 from tunnel import config as config_mod
 from tunnel.audit import AuditLog
 from tunnel.config import Config, Profile
+from tunnel.control import ControlServer
 from tunnel.errors import ConfigError
 from tunnel.session import Context, SocksSession
 from tunnel.ssh import SSHPool
@@ -22,6 +23,7 @@ class ProxyServer:
                            audit=AuditLog(config.proxy.audit_log))
         self._servers: list[asyncio.Server] = []
         self._stopping = asyncio.Event()
+        self._control: ControlServer | None = None
 
     def _profile(self, profile_id: str) -> Profile:
         return self.ctx.config.profile(profile_id)
@@ -33,6 +35,10 @@ class ProxyServer:
                                               listen.port, reuse_address=True)
             self._servers.append(server)
             log.info("listening on %s", listen)
+        if self.ctx.config.proxy.control_socket:
+            self._control = ControlServer(self.ctx, self.ctx.config.proxy.control_socket,
+                                          self.reload)
+            await self._control.start()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                              (signal.SIGHUP, self.reload)):
             loop.add_signal_handler(sig, handler)
@@ -61,6 +67,8 @@ class ProxyServer:
         """Stop accepting, let sessions finish up to drain_timeout, then close the rest."""
         for server in self._servers:
             server.close()
+        if self._control is not None:
+            await self._control.close()
         timeout = self.ctx.config.proxy.drain_timeout
         log.info("draining %d sessions (up to %.0f s)", len(self.ctx.sessions), timeout)
         loop = asyncio.get_running_loop()

@@ -42,6 +42,8 @@ class Context:
     expectations: DataExpectations = field(default_factory=DataExpectations)
     next_id: int = 1
     started: float = field(default_factory=time.monotonic)
+    bytes_up: int = 0  # of sessions that have ended (live ones are counted where they run)
+    bytes_down: int = 0
 
 
 def _is_ip(host: str) -> bool:
@@ -185,6 +187,7 @@ class SocksSession(asyncio.Protocol):
                 rec.action = decision.action.value
                 bind = await self._run_action(request, decision)
         except UpstreamError as exc:
+            rec.ssh_failure = rec.ssh_failure or exc.ssh_failure
             log.warning("session %d: %s:%d: %s", self.id, request.host, request.port, exc)
             self._fail(Reply(exc.socks_reply), "upstream-failed", str(exc))
             return
@@ -398,6 +401,8 @@ class SocksSession(asyncio.Protocol):
         rec.bytes_up, rec.bytes_down = counted.bytes_up, counted.bytes_down
         rec.duration_ms = round((time.monotonic() - self._t0) * 1000, 1)
         self.ctx.sessions.pop(self.id, None)
+        self.ctx.bytes_up += rec.bytes_up
+        self.ctx.bytes_down += rec.bytes_down
         self.ctx.audit.write(rec)
 
     def close(self) -> None:

@@ -262,17 +262,21 @@ class SSHPool:
         except asyncssh.HostKeyNotVerifiable as exc:
             raise UpstreamError(
                 f"host key of {host}:{profile.port} refused ({exc.reason}); nothing was sent. "
-                f"Check known_hosts {profile.known_hosts}", Reply.NOT_ALLOWED) from None
+                f"Check known_hosts {profile.known_hosts}", Reply.NOT_ALLOWED,
+                ssh_failure="host-key") from None
         except asyncssh.PermissionDenied:
             raise UpstreamError(f"SSH login refused for {label}", Reply.NOT_ALLOWED,
                                 auth_refused=True) from None
+        except asyncssh.KeyExchangeFailed as exc:
+            raise UpstreamError(f"SSH key exchange with {label} failed: {exc.reason}",
+                                Reply.GENERAL_FAILURE, ssh_failure="kex") from None
         except asyncssh.Error as exc:
             raise UpstreamError(f"SSH to {label} failed: {exc.reason}",
-                                Reply.GENERAL_FAILURE) from None
+                                Reply.GENERAL_FAILURE, ssh_failure="ssh") from None
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"cannot reach SSH server {host}:{profile.port}: "
                                 f"{exc.strerror if isinstance(exc, OSError) else 'timed out'}",
-                                reply_for_os_error(exc)) from None
+                                reply_for_os_error(exc), ssh_failure="connect") from None
         if profile.host_key_policy is HostKeyPolicy.ACCEPT_NEW and options.known_hosts is None:
             _pin_host_key(profile, host, conn)
         if profile.nodelay_command:

@@ -30,7 +30,10 @@ class Sshd(Service):
     def __init__(self, workdir: Path, port: int, host: str = "127.0.0.1",
                  authorized_keys: Sequence[Path] = (), password_auth: bool = True,
                  permit_open: str = "any", allow_tcp_forwarding: bool = True,
-                 host_key: Path | None = None, prefix: Sequence[str] = ()) -> None:
+                 host_key: Path | None = None, prefix: Sequence[str] = (),
+                 keyboard_interactive_only: bool = False) -> None:
+        """`keyboard_interactive_only`: passwords only through PAM's keyboard-interactive
+        prompt, as some hardened servers are set up (PasswordAuthentication no)."""
         self.workdir = workdir
         self.host, self.port = host, port
         workdir.mkdir(parents=True, exist_ok=True)
@@ -45,10 +48,11 @@ class Sshd(Service):
             f"HostKey {self.host_key}",
             f"AuthorizedKeysFile {auth_keys}",
             "StrictModes no",
-            "UsePAM no",
+            f"UsePAM {'yes' if keyboard_interactive_only else 'no'}",
             "PermitRootLogin yes" if password_auth else "PermitRootLogin prohibit-password",
-            f"PasswordAuthentication {'yes' if password_auth else 'no'}",
-            "KbdInteractiveAuthentication no",
+            "PasswordAuthentication "
+            + ("yes" if password_auth and not keyboard_interactive_only else "no"),
+            f"KbdInteractiveAuthentication {'yes' if keyboard_interactive_only else 'no'}",
             f"AllowTcpForwarding {'yes' if allow_tcp_forwarding else 'no'}",
             f"PermitOpen {permit_open}",
             "PidFile none",

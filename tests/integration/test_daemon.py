@@ -156,3 +156,34 @@ def test_allow_relay_false_refuses_a_client_on_another_host(
             assert from_other[0]["result"] == "refused-relay"
     assert outcomes[False] == "closed"  # no SOCKS byte for a stranger
     assert outcomes[True] == "2"  # served: unmatched destination, rejected by rule
+
+
+def ctl(proxy: TunnelProxy, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).parent / "tunnel")
+    return subprocess.run([exe, "ctl", "-c", str(proxy.config_path), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_ctl_status_list_close_reload_on_a_live_daemon(
+        start_proxy: ProxyFactory, ftp_site: FtpSite, tmp_path: Path) -> None:
+    require()
+    sock_path = tmp_path / "ctl" / "tunnel.sock"
+    proxy = start_proxy(rule_toml("127.0.0.1", "direct"),
+                        proxy_extra=f'control_socket = "{sock_path}"')
+    assert oct(sock_path.stat().st_mode & 0o777) == "0o600"  # owner only
+    code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+    assert code == 0 and read_until(sock, b"\r\n").startswith(b"220")
+    status = json.loads(ctl(proxy, "status").stdout)
+    assert status["ok"] and status["sessions"] == 1 and status["bytes_down"] > 0
+    listing = ctl(proxy, "list")
+    assert listing.returncode == 0
+    assert f"127.0.0.1:{ftp_site.port}" in listing.stdout and "direct" in listing.stdout
+    session_id = listing.stdout.splitlines()[1].split()[0]
+    assert json.loads(ctl(proxy, "close", session_id).stdout)["closed"] == int(session_id)
+    sock.settimeout(5)
+    assert sock.recv(100) == b""  # the proxy closed it
+    sock.close()
+    assert json.loads(ctl(proxy, "close", "999").stdout)["ok"] is False
+    assert json.loads(ctl(proxy, "reload").stdout)["ok"]
+    wait_for(lambda: "reloaded" in proxy.log(), what="reload via ctl")
+    assert json.loads(ctl(proxy, "status").stdout)["sessions"] == 0

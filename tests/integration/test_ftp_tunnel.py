@@ -423,3 +423,24 @@ def test_bind_outside_an_ftp_session_is_refused(
     proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
     with pytest.raises(AssertionError, match="BIND refused: REP 2"):
         _socks_bind(proxy, 5, "localhost")
+
+
+def test_keyboard_interactive_only_server_gets_the_ftp_password(
+        start_proxy: ProxyFactory, tmp_path: Path, ftp_server: PyFtpd | Vsftpd,
+        users: dict[str, str], site: Path) -> None:
+    """Some servers offer only keyboard-interactive (PAM); the FTP password answers it."""
+    user, password = next(iter(users.items()))
+    kbd = Sshd(tmp_path / "kbd-sshd", free_port(), keyboard_interactive_only=True).start()
+    try:
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(kbd.known_hosts_line())
+        proxy = start_proxy(app_profile(kbd, known_hosts) + ftp_rule(ftp_server.port))
+        ftp = SocksFTP(f"socks5://{proxy.url}")
+        ftp.connect("localhost", ftp_server.port)
+        assert ftp.login(user, password).startswith("230")
+        assert "hello.txt" in ftp.nlst()
+        ftp.quit()
+        assert f"Accepted keyboard-interactive/pam for {user}" in kbd.log()
+        assert "Accepted password" not in kbd.log()
+    finally:
+        kbd.stop()

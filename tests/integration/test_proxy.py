@@ -134,6 +134,8 @@ def test_wrong_host_key_refused_under_strict_before_any_credential(
     assert code == 0x02
     record = _wait_audit(proxy, 1)[0]
     assert "host key" in record["error"]
+    assert (record["ssh_failure"], record["ssh_user"], record["session"]) == ("host-key", "root",
+                                                                            record["session"])
     # The client hung up in key exchange: sshd never saw a user name or a key offer.
     new_log = sshd.log()[log_before:]
     assert "publickey" not in new_log and "root" not in new_log, new_log
@@ -207,6 +209,7 @@ def test_socks5_credentials_become_the_ssh_password_login(
     assert code == 0x02
     records = _wait_audit(proxy, 4)
     assert "SSH login refused" in records[-2]["error"]
+    assert records[-2]["ssh_failure"] == "auth" and records[-2]["ssh_user"] == user
     assert "sent none" in records[-1]["error"]
     everything = proxy.log() + proxy.audit_path.read_text()
     assert password not in everything  # never logged, not even the wrong one's stem
