@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
@@ -258,9 +259,14 @@ class ScenarioRun:
                                                           f"not applicable: {reason}"))
         for fault in step.before:
             self._fault(fault)
+        timer = threading.Timer(step.after, lambda: [self._fault(f) for f in step.during])
+        if step.during:
+            timer.start()
         with ThreadPoolExecutor(max_workers=step.parallel) as pool:
             runs = list(pool.map(lambda n: self._transfer(index, n, step),
                                  range(step.parallel)))
+        if step.during:
+            timer.join()
         failures = [f for run in runs for f in run]
         passed = not failures
         detail = (f"{len(failures)} failed: {'; '.join(sorted(set(failures))[:3])}" if failures
@@ -286,7 +292,7 @@ class ScenarioRun:
                           self.payload, download,
                           topo.address6(client_host) if ipv6 else topo.address(client_host),
                           self.out,
-                          remote_name=remote, ftps=step.ftps)
+                          remote_name=remote, ftps=step.ftps, limit_rate=step.limit_rate)
         uploaded = self.site / self.needles.dir_marker / remote
         if "upload" in step.ops:
             uploaded.unlink(missing_ok=True)  # this step's upload must land there itself

@@ -57,6 +57,9 @@ class Step:
     before: tuple[str, ...] = ()  # faults first: "stop sshd", "start sshd", "restart sshd"
     ftps: bool = False  # the client asks for TLS first (curl --ssl)
     parallel: int = 1  # this many clients at once, users taken in turn
+    during: tuple[str, ...] = ()  # faults while the transfer runs, `after` seconds in
+    after: float = 1.0
+    limit_rate: str = ""  # curl --limit-rate, to keep a transfer running long enough
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ def load(path: Path) -> Scenario:
         for op in ops:
             _choice(path, f"step[{i}].ops", op, OPS)
         before = tuple(spec.get("before", ()))
-        for fault in before:
+        during = tuple(spec.get("during", ()))
+        for fault in (*before, *during):
             match = FAULT.fullmatch(fault)
             if match is None or match.group(2) not in SERVICE_KINDS:
                 raise ScenarioError(path, f"step[{i}].before",
@@ -141,7 +145,8 @@ def load(path: Path) -> Scenario:
                           _choice(path, f"step[{i}].expect", spec.get("expect", "ok"),
                                   ("ok", "fail", "any")),
                           str(spec.get("password", "")), before, bool(spec.get("ftps", False)),
-                          int(spec.get("parallel", 1))))
+                          int(spec.get("parallel", 1)), during, float(spec.get("after", 1.0)),
+                          str(spec.get("limit_rate", ""))))
     checks = []
     for i, spec in enumerate(data.get("check", []), start=1):
         check = Check(_choice(path, f"check[{i}].verdict", spec.get("verdict"), CHECKS),

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the proxy")
     serve.add_argument("-c", "--config", required=True)
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve.add_argument("--check", action="store_true",
+                       help="dry start: validate, bind every listener and the control socket, "
+                            "then exit (0 if the daemon would start)")
     check = sub.add_parser("check", help="validate a config file")
     check.add_argument("-c", "--config", required=True)
     explain = sub.add_parser("explain", help="which rule, action and SSH server a destination gets")
@@ -57,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         return _explain(cfg, args.destination, resolve=not args.no_resolve)
     if args.command == "ctl":
         return _ctl(cfg, args.cmd, args.arg)
-    return _serve(cfg, args.verbose)
+    return _serve(cfg, args.verbose, args.check)
 
 
-def _serve(cfg: Config, verbose: bool) -> int:
+def _serve(cfg: Config, verbose: bool, dry_run: bool = False) -> int:
     from tunnel.server import ProxyServer  # asyncssh is only needed to serve
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -69,7 +72,13 @@ def _serve(cfg: Config, verbose: bool) -> int:
     logging.getLogger("asyncssh").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
     async def run() -> None:
-        await ProxyServer(cfg).run()
+        server = ProxyServer(cfg)
+        if dry_run:  # everything a start does that can fail, then a clean stop
+            await server.start()
+            await server.drain()
+            print(f"{cfg.path}: the daemon would start (listeners bound, then released)")
+            return
+        await server.run()
 
     try:
         # uvloop was measured here (throughput and session start): no gain, so plain asyncio.

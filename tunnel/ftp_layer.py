@@ -225,9 +225,15 @@ class FtpLayer:
         self._pending.append((_Pending.RELAY, command))
         return [ToServer(command.encode()), *self._release_held()]
 
-    def server_closed(self) -> list[Action]:
+    def server_closed(self, lost: bool = False) -> list[Action]:
+        """The control connection to the server ended; `lost`: not by the server's choice
+        (the SSH connection under it broke), which the client must hear as a 421."""
         if self.state is State.CLOSED:
             return []
+        if self.state is State.RELAY and lost:
+            return [ToClient(reply_line(421, "Service not available: the SSH connection to "
+                                        "the server was lost.")),
+                    *self._close("SSH connection lost")]
         if self.state is State.RELAY:
             return self._close("FTP server closed the control connection")
         return [ToClient(reply_line(421, "Service not available: the FTP server closed the "

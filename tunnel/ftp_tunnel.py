@@ -76,7 +76,7 @@ class _ControlChannel(asyncssh.SSHTCPSession[bytes]):
         self.tunnel.server_data(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.tunnel.server_closed()
+        self.tunnel.server_closed(lost=exc is not None)
 
 
 class FtpTunnel:
@@ -177,9 +177,12 @@ class FtpTunnel:
             return
         self._run(self.layer.server_data(data))
 
-    def server_closed(self) -> None:
+    def server_closed(self, lost: bool = False) -> None:
         if not self._closed:
-            self._run(self.layer.server_closed())
+            if lost:
+                log.warning("ftp session %d: the SSH connection under the control channel "
+                            "was lost", self.session.id)
+            self._run(self.layer.server_closed(lost))
 
     # -- data connections --------------------------------------------------------------------
     def _prepare_data(self, host: str, port: int) -> None:

@@ -37,6 +37,7 @@ class Job:
     workdir: Path
     remote_name: str = REMOTE_NAME
     ftps: bool = False  # ask for TLS first (curl --ssl: go on in plain if refused)
+    limit_rate: str = ""  # curl --limit-rate
 
     @property
     def remote(self) -> str:
@@ -74,6 +75,8 @@ def _curl(job: Job, mode: str, ops: tuple[str, ...]) -> str:
         flags += ["-P", job.active_address]
     if job.ftps:
         flags.append("--ssl")
+    if job.limit_rate:
+        flags += ["--limit-rate", job.limit_rate]
     commands = {
         "upload": ["--ftp-create-dirs", "-T", str(job.payload), base + job.remote_name],
         "download": ["-o", str(job.download), base + job.remote_name],

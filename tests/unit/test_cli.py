@@ -86,3 +86,21 @@ def test_explain_unmatched_and_name_resolution(
     assert "no rule matched; proxy.unmatched = 'reject'" in out
     assert main(["explain", "-c", cfg, "localhost:22"]) == 0
     assert "resolution: " in capsys.readouterr().out
+
+
+def test_serve_check_binds_and_exits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "t.toml"
+    path.write_text(f'[proxy]\nlisten = ["127.0.0.1:{port}"]\n'
+                    f'audit_log = "{tmp_path / "audit.jsonl"}"\n')
+    assert main(["serve", "--check", "-c", str(path)]) == 0
+    assert "would start" in capsys.readouterr().out
+    with socket.socket() as busy:  # a port in use: the dry start says so and fails
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        assert main(["serve", "--check", "-c", str(path)]) == 1
+    assert "cannot serve" in capsys.readouterr().err

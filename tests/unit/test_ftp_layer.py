@@ -222,3 +222,15 @@ def test_server_close_mid_login_is_421() -> None:
 
 def test_password_never_in_a_repr() -> None:
     assert "pw" not in repr(OpenUpstream("alice", "pw"))
+
+
+def test_lost_ssh_connection_is_421_to_the_client() -> None:
+    layer = app_layer()
+    logged_in(layer)
+    out = layer.server_closed(lost=True)
+    assert out[0] == ToClient(b"421 Service not available: the SSH connection to the server "
+                              b"was lost.\r\n")
+    assert isinstance(out[-1], Close)
+    normal = app_layer()
+    logged_in(normal)
+    assert [type(a) for a in normal.server_closed()] == [Close]  # the server said goodbye
