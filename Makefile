@@ -16,3 +16,4 @@ lint: setup
 bench: setup
 	.venv/bin/python bench/throughput.py
 	.venv/bin/python bench/session_setup.py
+	.venv/bin/python bench/memory.py

@@ -1,0 +1,103 @@
+"""Proxy memory: RSS idle, and with N idle sessions open (tunnelled through one SSH
+connection to a real sshd, held open against a listener), per-session cost in KiB.
+
+    .venv/bin/python bench/memory.py [--sessions 50 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from testbed.net import free_port  # noqa: E402
+from testbed.proxy import TunnelProxy  # noqa: E402
+from testbed.services.sshd import Sshd, keygen  # noqa: E402
+from testbed.socks_client import socks5_connect  # noqa: E402
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, nargs="+", default=[50, 500])
+    parser.add_argument("--json", default=str(ROOT / "out" / "bench-memory.json"))
+    args = parser.parse_args()
+    reason = Sshd.available()
+    if reason:
+        print(f"bench: {reason}", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="fts-bench-"))
+    key = keygen(work / "id_ed25519")
+    sshd = Sshd(work / "sshd", free_port(), authorized_keys=[key]).start()
+    known_hosts = work / "known_hosts"
+    known_hosts.write_text(sshd.known_hosts_line())
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(2048)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: [accepted.append(sink.accept()[0]) for _ in iter(int, 1)],
+                     daemon=True).start()
+    proxy = TunnelProxy(work / "proxy", f"""
+[[profile]]
+id = "m"
+host = "127.0.0.1"
+port = {sshd.port}
+user = "root"
+auth = ["publickey"]
+identity_files = ["{key}"]
+known_hosts = "{known_hosts}"
+
+[[rule]]
+dst = "127.0.0.1"
+ports = "{sink.getsockname()[1]}"
+action = "tunnel"
+profile = "m"
+""").start()
+    assert proxy.proc is not None
+    results = {}
+    try:
+        time.sleep(1)
+        idle = rss_kib(proxy.proc.pid)
+        results["idle_kib"] = idle
+        print(f"proxy RSS idle: {idle / 1024:.1f} MiB")
+        for count in args.sessions:
+            socks = []
+            for _ in range(count):
+                code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1",
+                                            sink.getsockname()[1])
+                assert code == 0
+                socks.append(sock)
+            time.sleep(1)
+            peak = rss_kib(proxy.proc.pid)
+            per = (peak - idle) / count
+            results[f"sessions_{count}"] = {"rss_kib": peak, "per_session_kib": round(per, 1)}
+            print(f"  {count:4d} idle tunnelled sessions: RSS {peak / 1024:.1f} MiB, "
+                  f"{per:.1f} KiB per session")
+            for sock in socks:
+                sock.close()
+            time.sleep(1)
+    finally:
+        proxy.stop()
+        sshd.stop()
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"  JSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
