@@ -10,7 +10,6 @@ import argparse
 import json
 import socket
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,9 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from testbed.net import free_port  # noqa: E402
-from testbed.proxy import TunnelProxy  # noqa: E402
-from testbed.services.sshd import Sshd, keygen  # noqa: E402
+from bench.rig import SshRig  # noqa: E402
 from testbed.socks_client import socks5_connect  # noqa: E402
 
 
@@ -36,37 +33,16 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, nargs="+", default=[50, 500])
     parser.add_argument("--json", default=str(ROOT / "out" / "bench-memory.json"))
     args = parser.parse_args()
-    reason = Sshd.available()
-    if reason:
-        print(f"bench: {reason}", file=sys.stderr)
+    rig = SshRig.start()
+    if rig is None:
         return 2
-    work = Path(tempfile.mkdtemp(prefix="fts-bench-"))
-    key = keygen(work / "id_ed25519")
-    sshd = Sshd(work / "sshd", free_port(), authorized_keys=[key]).start()
-    known_hosts = work / "known_hosts"
-    known_hosts.write_text(sshd.known_hosts_line())
     sink = socket.socket()
     sink.bind(("127.0.0.1", 0))
     sink.listen(2048)
     accepted: list[socket.socket] = []
     threading.Thread(target=lambda: [accepted.append(sink.accept()[0]) for _ in iter(int, 1)],
                      daemon=True).start()
-    proxy = TunnelProxy(work / "proxy", f"""
-[[profile]]
-id = "m"
-host = "127.0.0.1"
-port = {sshd.port}
-user = "root"
-auth = ["publickey"]
-identity_files = ["{key}"]
-known_hosts = "{known_hosts}"
-
-[[rule]]
-dst = "127.0.0.1"
-ports = "{sink.getsockname()[1]}"
-action = "tunnel"
-profile = "m"
-""").start()
+    proxy = rig.tunnel("127.0.0.1", str(sink.getsockname()[1]), "tunnel")
     assert proxy.proc is not None
     results = {}
     try:
@@ -91,8 +67,7 @@ profile = "m"
                 sock.close()
             time.sleep(1)
     finally:
-        proxy.stop()
-        sshd.stop()
+        rig.stop()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"  JSON: {args.json}")

@@ -10,9 +10,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.throughput import ssh_dynamic  # noqa: E402
+from bench.rig import SshRig  # noqa: E402
 from testbed.clients.ftplib_socks import SocksFTP  # noqa: E402
 from testbed.net import free_port  # noqa: E402
-from testbed.proxy import TunnelProxy  # noqa: E402
 from testbed.services.pyftpd import PyFtpd  # noqa: E402
-from testbed.services.sshd import Sshd, keygen  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-pw"
 
@@ -47,39 +43,16 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--json", default=str(ROOT / "out" / "bench-session-setup.json"))
     args = parser.parse_args()
-    reason = Sshd.available()
-    if reason:
-        print(f"bench: {reason}", file=sys.stderr)
+    rig = SshRig.start()
+    if rig is None:
         return 2
-    work = Path(tempfile.mkdtemp(prefix="fts-bench-"))
-    site = work / "site"
+    site = rig.work / "site"
     site.mkdir()
     (site / "small.bin").write_bytes(os.urandom(1024))
-    key = keygen(work / "id_ed25519")
-    sshd = Sshd(work / "sshd", free_port(), authorized_keys=[key]).start()
-    known_hosts = work / "known_hosts"
-    known_hosts.write_text(sshd.known_hosts_line())
-    ftp = PyFtpd(site, free_port(), USER, PASSWORD, log_path=work / "ftp.log").start()
-    proxy = TunnelProxy(work / "proxy", f"""
-[[profile]]
-id = "bench"
-host = "127.0.0.1"
-port = {sshd.port}
-user = "root"
-auth = ["publickey"]
-identity_files = ["{key}"]
-known_hosts = "{known_hosts}"
-
-[[rule]]
-dst = "localhost"
-ports = "{ftp.port}"
-action = "ftp-tunnel"
-profile = "bench"
-""").start()
-    sshd_proc, ssh_port = ssh_dynamic(key, known_hosts, sshd, "aes128-gcm@openssh.com",
-                                      work / "ssh.log")
-    nodelay_proc, nodelay_port = ssh_dynamic(key, known_hosts, sshd, "aes128-gcm@openssh.com",
-                                             work / "ssh-nodelay.log", "sleep 100000")
+    ftp = PyFtpd(site, free_port(), USER, PASSWORD, log_path=rig.work / "ftp.log").start()
+    proxy = rig.tunnel("localhost", str(ftp.port), "ftp-tunnel")
+    ssh_port = rig.ssh_dynamic("aes128-gcm@openssh.com", "ssh")
+    nodelay_port = rig.ssh_dynamic("aes128-gcm@openssh.com", "ssh-nodelay", "sleep 100000")
 
     def via(proxy_port: int) -> Callable[[], SocksFTP]:
         def connect() -> SocksFTP:
@@ -105,12 +78,8 @@ profile = "bench"
             for name, connect in peers.items():
                 samples[name].append(one_session(connect))
     finally:
-        for proc in (sshd_proc, nodelay_proc):
-            proc.terminate()
-            proc.wait()
-        for service in (proxy, ftp, sshd):
-            service.stop()
-        subprocess.run(["rm", "-rf", str(work)], check=False)
+        ftp.stop()
+        rig.stop()
     reference = statistics.median(samples["ssh -D"])
     print(f"{args.sessions} sequential ftplib sessions (login + 1 KiB RETR + QUIT), ms per "
           "session: median [p10-p90], ratio vs ssh -D")

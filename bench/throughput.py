@@ -15,7 +15,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,31 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from testbed.net import free_port, wait_port  # noqa: E402
-from testbed.proxy import TunnelProxy  # noqa: E402
+from bench.rig import SshRig  # noqa: E402
+from testbed.net import free_port  # noqa: E402
 from testbed.services.pyftpd import PyFtpd  # noqa: E402
-from testbed.services.sshd import Sshd, keygen  # noqa: E402
 from tunnel.ssh import cipher_preference  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-pw"
-
-
-def ssh_dynamic(key: Path, known_hosts: Path, sshd: Sshd, cipher: str | None,
-                log: Path, remote_command: str = "") -> tuple[subprocess.Popen[bytes], int]:
-    """`ssh -D` as users run it (-N). With a remote command the server executes something,
-    which is what makes sshd set TCP_NODELAY (see tunnel/ssh.py)."""
-    port = free_port()
-    argv = ["ssh", *([] if remote_command else ["-N"]), "-D", f"127.0.0.1:{port}",
-            "-p", str(sshd.port), "-i", str(key),
-            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-F", "/dev/null"]
-    if cipher:
-        argv += ["-o", f"Ciphers={cipher}"]
-    proc = subprocess.Popen([*argv, "root@127.0.0.1", *([remote_command] if remote_command
-                                                         else [])], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "wb"))  # noqa: SIM115
-    wait_port("127.0.0.1", port, 15, alive=lambda: proc.poll() is None)
-    return proc, port
 
 
 def timed_curl(url: str, proxy: str | None) -> float:
@@ -65,41 +45,18 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=str(ROOT / "out" / "bench-throughput.json"))
     args = parser.parse_args()
-    reason = Sshd.available()
-    if reason:
-        print(f"bench: {reason}", file=sys.stderr)
+    rig = SshRig.start()
+    if rig is None:
         return 2
-
-    work = Path(tempfile.mkdtemp(prefix="fts-bench-"))
-    root = work / "ftproot"
+    root = rig.work / "ftproot"
     root.mkdir()
     with open(root / "file.bin", "wb") as fh:
         for _ in range(args.size_mib):
             fh.write(os.urandom(1 << 20))
-    key = keygen(work / "id_ed25519")
-    sshd = Sshd(work / "sshd", free_port(), authorized_keys=[key]).start()
-    known_hosts = work / "known_hosts"
-    known_hosts.write_text(sshd.known_hosts_line())
-    ftp = PyFtpd(root, free_port(), USER, PASSWORD, log_path=work / "ftp.log").start()
-    proxy = TunnelProxy(work / "proxy", f"""
-[[profile]]
-id = "bench"
-host = "127.0.0.1"
-port = {sshd.port}
-user = "root"
-auth = ["publickey"]
-identity_files = ["{key}"]
-known_hosts = "{known_hosts}"
-
-[[rule]]
-dst = "localhost"
-ports = "*"
-action = "tunnel"
-profile = "bench"
-""").start()
-    gcm, gcm_port = ssh_dynamic(key, known_hosts, sshd, "aes128-gcm@openssh.com",
-                                work / "ssh-gcm.log")
-    default, default_port = ssh_dynamic(key, known_hosts, sshd, None, work / "ssh-default.log")
+    ftp = PyFtpd(root, free_port(), USER, PASSWORD, log_path=rig.work / "ftp.log").start()
+    proxy = rig.tunnel("localhost", "*", "tunnel")
+    gcm_port = rig.ssh_dynamic("aes128-gcm@openssh.com", "ssh-gcm")
+    default_port = rig.ssh_dynamic(None, "ssh-default")
     url = f"ftp://{USER}:{PASSWORD}@localhost:{ftp.port}/file.bin"
     peers: dict[str, Callable[[], float]] = {
         "direct": lambda: timed_curl(url, None),
@@ -116,12 +73,8 @@ profile = "bench"
             for name, run in peers.items():
                 samples[name].append(size_mb / run())
     finally:
-        for proc in (gcm, default):
-            proc.terminate()
-            proc.wait()
-        for service in (proxy, ftp, sshd):
-            service.stop()
-        subprocess.run(["rm", "-rf", str(work)], check=False)
+        ftp.stop()
+        rig.stop()
 
     reference = statistics.median(samples["ssh -D aes128-gcm"])
     print(f"RETR {args.size_mib} MiB over loopback, curl, {args.rounds} interleaved rounds "

@@ -104,11 +104,7 @@ class ScenarioRun:
         """Hosts, user, files, servers and proxy; no capture, no steps. Left running."""
         self.out.mkdir(parents=True, exist_ok=True)
         try:
-            self.backend.up()
-            for name, password in self.users:
-                ensure_user(name, password, home=str(self.site))
-            self._prepare_site()
-            self._start_services()
+            self._hosts_and_servers()
             self._start_proxy()
         except BaseException:
             self._stop_all()
@@ -121,11 +117,7 @@ class ScenarioRun:
         captures: list[Capture] = []
         step_outcomes: list[Outcome] = []
         try:
-            self.backend.up()
-            for name, password in self.users:
-                ensure_user(name, password, home=str(self.site))
-            self._prepare_site()
-            self._start_services()
+            self._hosts_and_servers()
             taps = [LinkCapture(self.backend, link.name, self.out / "pcap")
                     for link in self.scenario.topology.links] if self.scenario.capture else []
             for tap in taps:
@@ -150,6 +142,15 @@ class ScenarioRun:
             shutil.rmtree(self.out, ignore_errors=True)
             self.result.out_dir = None
         return self.result
+
+    def _hosts_and_servers(self) -> None:
+        """What `up` and `run` both build: hosts, users, files and servers (not the proxy,
+        which `run` starts only once its captures listen)."""
+        self.backend.up()
+        for name, password in self.users:
+            ensure_user(name, password, home=str(self.site))
+        self._prepare_site()
+        self._start_services()
 
     def _prepare_site(self) -> None:
         """The payload: random bytes with the file needle in the middle, written in MiB

@@ -16,6 +16,11 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return addr
 
 
+def is_ip(host: str) -> bool:
+    """An address literal, not a name."""
+    return _ip(host) is not None
+
+
 def is_loopback(host: str) -> bool:
     addr = _ip(host)
     return addr is not None and addr.is_loopback

@@ -1,4 +1,5 @@
-"""The asyncio and asyncssh protocol objects that feed one side of a Relay.
+"""The asyncio and asyncssh protocol objects that feed one side of a Relay, and the direct
+TCP connect that uses one.
 
 They hold no logic: each callback is passed to the relay with the side it stands for.
 """
@@ -10,15 +11,34 @@ from typing import cast
 
 import asyncssh
 
+from tunnel.errors import UpstreamError
+from tunnel.failures import reply_for_os_error
 from tunnel.relay import Relay, Side
 
 
-class TCPEnd(asyncio.Protocol):
-    """A TCP connection we opened (direct upstream, or the client's active-mode port)."""
+class _RelayFeed:
+    """The callbacks asyncio protocols and asyncssh sessions share, passed to the relay."""
 
     def __init__(self, relay: Relay, side: Side) -> None:
         self.relay = relay
         self.side = side
+
+    def eof_received(self) -> bool:
+        self.relay.eof(self.side)
+        return True
+
+    def pause_writing(self) -> None:
+        self.relay.pause_writing(self.side)
+
+    def resume_writing(self) -> None:
+        self.relay.resume_writing(self.side)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(self.side, exc)
+
+
+class TCPEnd(_RelayFeed, asyncio.Protocol):
+    """A TCP connection we opened (direct upstream, or the client's active-mode port)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
@@ -28,26 +48,12 @@ class TCPEnd(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.relay.data(self.side, data)
 
-    def eof_received(self) -> bool:
-        self.relay.eof(self.side)
-        return True
 
-    def pause_writing(self) -> None:
-        self.relay.pause_writing(self.side)
-
-    def resume_writing(self) -> None:
-        self.relay.resume_writing(self.side)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.lost(self.side, exc)
-
-
-class SSHEnd(asyncssh.SSHTCPSession[bytes]):
+class SSHEnd(_RelayFeed, asyncssh.SSHTCPSession[bytes]):
     """A direct-tcpip channel through the SSH server."""
 
     def __init__(self, relay: Relay, side: Side = Side.SERVER) -> None:
-        self.relay = relay
-        self.side = side
+        super().__init__(relay, side)
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.relay.attach(self.side, chan)
@@ -55,15 +61,16 @@ class SSHEnd(asyncssh.SSHTCPSession[bytes]):
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self.relay.data(self.side, data)
 
-    def eof_received(self) -> bool:
-        self.relay.eof(self.side)
-        return True
 
-    def pause_writing(self) -> None:
-        self.relay.pause_writing(self.side)
-
-    def resume_writing(self) -> None:
-        self.relay.resume_writing(self.side)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.lost(self.side, exc)
+async def connect_tcp(relay: Relay, side: Side, host: str, port: int, timeout: float,
+                      what: str) -> asyncio.Transport:
+    """A direct TCP connection feeding `side` of the relay. Failures become UpstreamError
+    with the SOCKS reply for them (failures.py); `what` names the connection in the text."""
+    loop = asyncio.get_running_loop()
+    try:
+        transport, _ = await asyncio.wait_for(
+            loop.create_connection(lambda: TCPEnd(relay, side), host, port), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise UpstreamError(f"{what} to {host}:{port} failed: {exc or 'timed out'}",
+                            reply_for_os_error(exc)) from None
+    return transport

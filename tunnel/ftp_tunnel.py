@@ -18,7 +18,7 @@ import asyncssh
 
 from tunnel.addresses import is_loopback
 from tunnel.config import Profile
-from tunnel.endpoints import SSHEnd, TCPEnd
+from tunnel.endpoints import SSHEnd, connect_tcp
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_os_error
 from tunnel.ftp_layer import (
@@ -223,12 +223,8 @@ class FtpTunnel:
         """Open the server side of a data connection the way the control connection went:
         a channel on the same SSH connection, or direct under fallback."""
         if self.lease is None:
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.create_connection(lambda: TCPEnd(relay, Side.SERVER), host, port)
-            except OSError as exc:
-                raise UpstreamError(f"direct data connection to {host}:{port}: {exc}",
-                                    reply_for_os_error(exc)) from None
+            await connect_tcp(relay, Side.SERVER, host, port,
+                              self.session.config.proxy.connect_timeout, "direct data connection")
             return None
         _, _, lease = await self.session.ctx.pool.open_channel_on(
             self.lease, host, port, lambda: SSHEnd(relay))
@@ -260,16 +256,15 @@ class FtpTunnel:
             await self._deliver_to_bind(order, *bound)
             return
         relay = Relay(finished)
-        loop = asyncio.get_running_loop()
         try:
             lease = await self.connect_data(order.server_host, order.server_port, relay)
             if lease is not None:
                 leases.append(lease)
-            await asyncio.wait_for(loop.create_connection(
-                lambda: TCPEnd(relay, Side.CLIENT), order.client_host, order.client_port), 15)
-        except (UpstreamError, OSError, TimeoutError) as exc:
+            await connect_tcp(relay, Side.CLIENT, order.client_host, order.client_port, 15,
+                              "active-mode connection to the client")
+        except UpstreamError as exc:
             relay.close()
-            self._run(self.layer.active_ready(False, f"{exc or 'timed out'}"))
+            self._run(self.layer.active_ready(False, str(exc)))
             return
         relay.start()
         self.session.record.data_channels += 1

@@ -11,17 +11,15 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from tunnel.addresses import is_loopback
+from tunnel.addresses import is_ip, is_loopback
 from tunnel.audit import AuditLog, AuditRecord
 from tunnel.config import Config
 from tunnel.datachannels import DataExpectations, Expected
-from tunnel.endpoints import SSHEnd, TCPEnd
+from tunnel.endpoints import SSHEnd, connect_tcp
 from tunnel.errors import RemoteProtocolError, UpstreamError
-from tunnel.failures import reply_for_os_error
 from tunnel.ftp_tunnel import FtpTunnel
 from tunnel.relay import Relay, Side
 from tunnel.rules import Action, Decision, IPAddress
@@ -44,14 +42,6 @@ class Context:
     started: float = field(default_factory=time.monotonic)
     bytes_up: int = 0  # of sessions that have ended (live ones are counted where they run)
     bytes_down: int = 0
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class SocksSession(asyncio.Protocol):
@@ -255,7 +245,7 @@ class SocksSession(asyncio.Protocol):
         self.lease = lease
         # The connecting host as an address: a name (the SSH server resolved it, we did not)
         # becomes 0.0.0.0, since BIND clients such as z/OS read IPv4 replies only.
-        host = peer[0] if _is_ip(peer[0]) else "0.0.0.0"
+        host = peer[0] if is_ip(peer[0]) else "0.0.0.0"
         self.transport.write(self.codec.send_reply(Reply.SUCCEEDED, host, peer[1]))
         self.record.reply = Reply.SUCCEEDED
         self.relay.start(self.codec.trailing_data())
@@ -327,15 +317,8 @@ class SocksSession(asyncio.Protocol):
 
     async def _direct(self, request: Request) -> tuple[str, int]:
         self.record.last_hop = "direct"
-        loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: TCPEnd(self.relay, Side.SERVER), request.host,
-                                       request.port),
-                self.config.proxy.connect_timeout)
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"direct connect failed: {exc or 'timed out'}",
-                                reply_for_os_error(exc)) from None
+        transport = await connect_tcp(self.relay, Side.SERVER, request.host, request.port,
+                                      self.config.proxy.connect_timeout, "direct connection")
         sockname: Any = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
         return str(sockname[0]), int(sockname[1])
 
@@ -413,5 +396,3 @@ class SocksSession(asyncio.Protocol):
     def client_ip(self) -> str:
         return self.record.client.rsplit(":", 1)[0]
 
-
-SessionFactory = Callable[[], SocksSession]

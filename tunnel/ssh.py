@@ -94,10 +94,6 @@ class Lease:
             entry.idle_timer = None
 
     @property
-    def label(self) -> str:
-        return self._entry.label if self._entry else ""
-
-    @property
     def entry(self) -> _Entry | None:
         return self._entry
 

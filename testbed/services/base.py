@@ -11,6 +11,9 @@ from pathlib import Path
 
 from testbed.net import wait_port
 
+# Where ci/setup unpacks the FTP servers apt cannot install beside vsftpd (they Conflict).
+PKG_ROOT = Path(os.environ.get("FTS_PKG_ROOT", "/opt/ftp-ssh-tunnel/pkgs"))
+
 
 def wait_listening(prefix: Sequence[str], port: int, timeout: float, alive: object) -> None:
     """Wait until a TCP socket listens on `port` in the namespace `prefix` enters."""

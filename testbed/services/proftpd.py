@@ -4,13 +4,11 @@ one of vsftpd/proftpd/pure-ftpd: they Conflict on `ftp-server`). System users lo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from testbed.services.base import Service
+from testbed.services.base import PKG_ROOT, Service
 
-PKG_ROOT = Path(os.environ.get("FTS_PKG_ROOT", "/opt/ftp-ssh-tunnel/pkgs"))
 PROFTPD = PKG_ROOT / "proftpd-core/usr/sbin/proftpd"
 
 

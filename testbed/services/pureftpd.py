@@ -4,13 +4,11 @@ wire captures are the record of what it saw."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from testbed.services.base import Service
+from testbed.services.base import PKG_ROOT, Service
 
-PKG_ROOT = Path(os.environ.get("FTS_PKG_ROOT", "/opt/ftp-ssh-tunnel/pkgs"))
 PUREFTPD = PKG_ROOT / "pure-ftpd/usr/sbin/pure-ftpd"
 
 

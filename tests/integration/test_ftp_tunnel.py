@@ -11,6 +11,7 @@ from __future__ import annotations
 import ftplib
 import hashlib
 import io
+import ipaddress
 import os
 import secrets
 import shutil
@@ -29,15 +30,15 @@ from testbed.proxy import TunnelProxy
 from testbed.services.pyftpd import PyFtpd
 from testbed.services.sshd import Sshd
 from testbed.services.vsftpd import Vsftpd
-from testbed.socks_client import socks5_connect
-from testbed.users import ensure_user
-from tunnel.socks import (
-    AuthMethod,
-    Command,
-    encode_socks4_request,
-    encode_socks5_greeting,
-    encode_socks5_request,
+from testbed.socks_client import (
+    read_socks4_reply,
+    read_socks5_reply,
+    socks4_request,
+    socks5_connect,
+    socks5_request,
 )
+from testbed.users import ensure_user
+from tunnel.socks import Command
 
 from .conftest import ProxyFactory, require, sshd_log_count
 from .test_proxy import _wait_audit
@@ -359,30 +360,12 @@ def test_ten_megabyte_command_line_gets_500_and_the_session_goes_on(
 def _socks_bind(proxy: TunnelProxy, version: int, host: str) -> tuple[socket.socket, str, int]:
     """SOCKS BIND, as the z/OS client sends it; returns the socket and the first reply's
     address."""
-    sock = socket.create_connection((proxy.host, proxy.port), timeout=30)
-    if version == 5:
-        sock.sendall(encode_socks5_greeting([AuthMethod.NO_AUTH]))
-        assert sock.recv(2) == b"\x05\x00"
-        sock.sendall(encode_socks5_request(Command.BIND, host, 0))
-        head = _exactly(sock, 4)
-        assert head[1] == 0, f"BIND refused: REP {head[1]}"
-        assert head[3] == 1
-        addr = _exactly(sock, 4)
-        port = int.from_bytes(_exactly(sock, 2), "big")
-        return sock, ".".join(str(b) for b in addr), port
-    sock.sendall(encode_socks4_request(Command.BIND, "127.0.0.1", 0))
-    reply = _exactly(sock, 8)
-    assert reply[1] == 0x5A, f"BIND refused: {reply[1]:#x}"
-    return sock, ".".join(str(b) for b in reply[4:8]), int.from_bytes(reply[2:4], "big")
-
-
-def _exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        assert chunk, "connection closed early"
-        data += chunk
-    return data
+    request = socks5_request if version == 5 else socks4_request
+    code, sock, bound_host, bound_port = request((proxy.host, proxy.port), Command.BIND,
+                                                 host if version == 5 else "127.0.0.1", 0)
+    assert code == (0 if version == 5 else 0x5A), f"BIND refused: REP {code}"
+    ipaddress.IPv4Address(bound_host)  # an IPv4 address, which PORT can carry
+    return sock, bound_host, bound_port
 
 
 @pytest.mark.parametrize("version", [5, 4])
@@ -402,8 +385,8 @@ def test_socks_bind_active_mode_like_zos(
                        ).startswith("200")
     ftp.putcmd("RETR data.bin")
     assert ftp.getresp()[:3] in ("125", "150")
-    second = _exactly(data_sock, 10 if version == 5 else 8)  # the BIND's second reply
-    assert second[1] == (0 if version == 5 else 0x5A)
+    second = (read_socks5_reply if version == 5 else read_socks4_reply)(data_sock)
+    assert second[0] == (0 if version == 5 else 0x5A)  # the BIND's second reply
     received = b""
     while chunk := data_sock.recv(1 << 16):
         received += chunk

@@ -1,0 +1,83 @@
+"""What every benchmark starts with: a real sshd on loopback, a client key it accepts, a
+known_hosts that trusts it, and `tunnel` with one key-auth profile and one rule; plus
+`ssh -D`, the peer we measure against."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from testbed.net import free_port, wait_port
+from testbed.proxy import TunnelProxy
+from testbed.services.sshd import Sshd, keygen
+
+
+class SshRig:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.key = keygen(work / "id_ed25519")
+        self.sshd = Sshd(work / "sshd", free_port(), authorized_keys=[self.key]).start()
+        self.known_hosts = work / "known_hosts"
+        self.known_hosts.write_text(self.sshd.known_hosts_line())
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._proxies: list[TunnelProxy] = []
+
+    @classmethod
+    def start(cls) -> SshRig | None:
+        """None, with the reason on stderr, where sshd cannot run here."""
+        reason = Sshd.available()
+        if reason:
+            print(f"bench: {reason}", file=sys.stderr)
+            return None
+        return cls(Path(tempfile.mkdtemp(prefix="fts-bench-")))
+
+    def tunnel(self, dst: str, ports: str, action: str) -> TunnelProxy:
+        """`tunnel serve` logging in as root with the rig's key, and one rule."""
+        proxy = TunnelProxy(self.work / f"proxy{len(self._proxies)}", f"""
+[[profile]]
+id = "bench"
+host = "127.0.0.1"
+port = {self.sshd.port}
+user = "root"
+auth = ["publickey"]
+identity_files = ["{self.key}"]
+known_hosts = "{self.known_hosts}"
+
+[[rule]]
+dst = "{dst}"
+ports = "{ports}"
+action = "{action}"
+profile = "bench"
+""").start()
+        self._proxies.append(proxy)
+        return proxy
+
+    def ssh_dynamic(self, cipher: str | None, name: str, remote_command: str = "") -> int:
+        """`ssh -D` as users run it (-N); returns its SOCKS port. With a remote command the
+        server executes something, which is what makes sshd set TCP_NODELAY (see
+        tunnel/ssh.py)."""
+        port = free_port()
+        argv = ["ssh", *([] if remote_command else ["-N"]), "-D", f"127.0.0.1:{port}",
+                "-p", str(self.sshd.port), "-i", str(self.key),
+                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "BatchMode=yes", "-F", "/dev/null"]
+        if cipher:
+            argv += ["-o", f"Ciphers={cipher}"]
+        with open(self.work / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen([*argv, "root@127.0.0.1",
+                                     *([remote_command] if remote_command else [])],
+                                    stdout=subprocess.DEVNULL, stderr=log)
+        self._procs.append(proc)
+        wait_port("127.0.0.1", port, 15, alive=lambda: proc.poll() is None)
+        return port
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+            proc.wait()
+        for proxy in self._proxies:
+            proxy.stop()
+        self.sshd.stop()
+        subprocess.run(["rm", "-rf", str(self.work)], check=False)
