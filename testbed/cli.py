@@ -9,9 +9,11 @@ downloads in passive and in active mode, and the demo prints a short verdict.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testbed import matrix
+from testbed import backends, matrix
 from testbed.backends import netns
 from testbed.net import free_port
 from testbed.proxy import TunnelProxy
@@ -171,7 +173,10 @@ profile = "demo-ssh"
     return 0 if ok else 1
 
 
-STATE_DIR = Path("/run/ftp-ssh-tunnel-testbed")
+# `testbed up` state: /run for root, the user's runtime folder (or /tmp) for the local backend.
+STATE_DIR = (Path("/run/ftp-ssh-tunnel-testbed") if os.geteuid() == 0 else
+             Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+             / f"ftp-ssh-tunnel-testbed-{os.getuid()}")
 OUT = Path(__file__).resolve().parents[1] / "out" / "scenarios"
 
 
@@ -183,10 +188,20 @@ def _scenario_files(paths: list[str]) -> list[Path]:
     return files
 
 
-def run(paths: list[str], junit: str, keep: bool) -> int:
-    reason = netns.available()
+def _unavailable(command: str, backend: str) -> bool:
+    reason = backends.unavailable(backend)
     if reason:
-        print(f"testbed run: {reason}", file=sys.stderr)
+        hint = "; without root, try --backend local" if backend == "netns" else ""
+        print(f"testbed {command}: {reason}{hint}", file=sys.stderr)
+    elif backend == "local":
+        print(f"testbed {command}: local backend, on loopback. Not judged here: per-link "
+              "capture (encrypted, cleartext, no_bypass), routing isolation, link faults.")
+    return reason is not None
+
+
+def run(paths: list[str], junit: str | None, keep: bool, backend: str = "netns",
+        out: Path = OUT) -> int:
+    if _unavailable("run", backend):
         return 2
     results = []
     files = _scenario_files(paths)
@@ -197,35 +212,38 @@ def run(paths: list[str], junit: str, keep: bool) -> int:
         except ScenarioError as exc:
             print(f"  invalid: {exc}")
             return 2
-        result = ScenarioRun(scenario, OUT, keep=keep).run()
+        result = ScenarioRun(scenario, out, keep=keep, backend=backend).run()
         print(table(result), flush=True)
         results.append(result)
+    junit = junit or str(out / "junit.xml")
     write_junit(results, Path(junit))
     failed = [r.scenario.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} scenarios passed; JUnit: {junit}")
     return 1 if failed else 0
 
 
-def up(path: str) -> int:
-    reason = netns.available()
-    if reason:
-        print(f"testbed up: {reason}", file=sys.stderr)
+def up(path: str, backend: str = "netns", out: Path = OUT) -> int:
+    if _unavailable("up", backend):
         return 2
     scenario = load_scenario(Path(path))
     name = scenario.name
-    runner = ScenarioRun(scenario, OUT, keep=True, keep_name=name)
+    runner = ScenarioRun(scenario, out, keep=True, keep_name=name, backend=backend)
     runner.bring_up()
+    scenario = runner.scenario  # with the backend's addresses
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    state = {"name": name, "file": str(Path(path).resolve()),
+    state = {"name": name, "file": str(Path(path).resolve()), "backend": backend,
+             # what `down` must stop where no namespace holds the processes (local)
+             "pids": [s.proc.pid for s in runner.services if s.proc is not None],
              "namespaces": runner.backend.namespaces, "out": str(runner.out),
              "site": str(runner.site), "user": runner.user,
              "password": runner.needles.password,
              "addresses": {h: scenario.topology.address(h) for h in scenario.topology.hosts}}
     (STATE_DIR / f"{name}.json").write_text(json.dumps(state, indent=2))
     print(f"{name} is up. Hosts:")
-    for host, ns in runner.backend.namespaces.items():
-        print(f"  {host:10s} {state['addresses'][host]:15s} testbed exec {host} -- bash   "
-              f"(or: ip netns exec {ns} bash)")
+    for host, address in state["addresses"].items():
+        ns = runner.backend.namespaces.get(host)
+        how = f"(or: ip netns exec {ns} bash)" if ns else "(local: a shell on this machine)"
+        print(f"  {host:10s} {address:15s} testbed exec {host} -- bash   {how}")
     print(f"FTP user {runner.user}, password {runner.needles.password} (a throwaway test "
           f"account); files in {runner.site}; logs in {runner.out}")
     print("testbed down removes it all.")
@@ -253,12 +271,13 @@ def exec_in(host: str, command: list[str], name: str | None) -> int:
     state = _pick(name)
     if state is None:
         return 2
-    if host not in state["namespaces"]:
-        print(f"testbed: no host {host!r}; hosts: {', '.join(state['namespaces'])}",
+    if host not in state["addresses"]:
+        print(f"testbed: no host {host!r}; hosts: {', '.join(state['addresses'])}",
               file=sys.stderr)
         return 2
-    return subprocess.run(["ip", "netns", "exec", state["namespaces"][host],
-                           *(command or ["bash"])]).returncode
+    namespace = state["namespaces"].get(host)
+    prefix = ["ip", "netns", "exec", namespace] if namespace else []
+    return subprocess.run([*prefix, *(command or ["bash"])]).returncode
 
 
 def down(name: str | None) -> int:
@@ -266,6 +285,9 @@ def down(name: str | None) -> int:
     for state in states:
         for ns in state["namespaces"].values():
             netns.delete_namespace(ns)
+        for pid in state.get("pids", []):  # local: the services run among our own processes
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
         subprocess.run(["rm", "-rf", state["site"]], check=False)
         (STATE_DIR / f"{state['name']}.json").unlink(missing_ok=True)
         print(f"{state['name']}: down (logs stay in {state['out']})")
@@ -274,11 +296,27 @@ def down(name: str | None) -> int:
     return 0
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def list_up() -> int:
     for state in _states():
-        alive = [ns for ns in state["namespaces"].values() if ns in netns.list_namespaces()]
-        print(f"{state['name']}: {len(alive)} of {len(state['namespaces'])} hosts up "
-              f"({', '.join(state['namespaces'])}) from {state['file']}")
+        hosts = ", ".join(state["addresses"])
+        if state["namespaces"]:
+            alive = [ns for ns in state["namespaces"].values() if ns in netns.list_namespaces()]
+            print(f"{state['name']}: {len(alive)} of {len(state['namespaces'])} hosts up "
+                  f"({hosts}) from {state['file']}")
+        else:
+            running = [pid for pid in state.get("pids", []) if _alive(pid)]
+            print(f"{state['name']} (local): {len(running)} of {len(state.get('pids', []))} "
+                  f"services running ({hosts}) from {state['file']}")
     strays = [ns for ns in netns.list_namespaces() if ns.startswith("fts")]
     print(f"testbed namespaces on this machine: {len(strays)}")
     return 0
@@ -295,10 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     run_demo.add_argument("--keep", action="store_true", help="keep logs and files")
     run_cmd = sub.add_parser("run", help="run scenario files or folders")
     run_cmd.add_argument("paths", nargs="+")
-    run_cmd.add_argument("--junit", default=str(OUT / "junit.xml"))
+    run_cmd.add_argument("--junit", help="JUnit XML (default OUT/junit.xml)")
     run_cmd.add_argument("--keep", action="store_true", help="keep pcaps and logs of passes too")
     up_cmd = sub.add_parser("up", help="start a scenario's topology and leave it up")
     up_cmd.add_argument("file")
+    for cmd in (run_cmd, up_cmd):
+        cmd.add_argument("--backend", choices=backends.KINDS, default="netns",
+                         help="netns (root), local (loopback, no root) or docker (an engine)")
+        cmd.add_argument("--out", type=Path, default=OUT, help=f"logs and pcaps (default {OUT})")
     exec_cmd = sub.add_parser("exec", help="run a command inside a host: exec HOST -- CMD")
     exec_cmd.add_argument("host")
     exec_cmd.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -310,9 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     matrix_cmd.add_argument("--folder", default=str(DEMO_SCENARIO.parent))
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run(args.paths, args.junit, args.keep)
+        return run(args.paths, args.junit, args.keep, args.backend, args.out)
     if args.command == "up":
-        return up(args.file)
+        return up(args.file, args.backend, args.out)
     if args.command == "exec":
         command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         return exec_in(args.host, command, args.name)

@@ -11,11 +11,17 @@ from typing import Any
 
 import pytest
 
-from testbed.backends import netns
+from testbed import backends
 from testbed.runner import ScenarioRun, table
 from testbed.scenario import ScenarioError, load
 
 OUT = Path(__file__).resolve().parents[1] / "out" / "scenarios"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--testbed-backend", default="netns", choices=backends.KINDS,
+                     help="where scenario hosts run: netns (root, default), local "
+                     "(loopback, no root, no per-link capture) or docker")
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
@@ -31,14 +37,16 @@ class ScenarioFile(pytest.File):
 
 class ScenarioItem(pytest.Item):
     def runtest(self) -> None:
-        reason = netns.available()
+        backend = str(self.config.getoption("--testbed-backend"))
+        reason = backends.unavailable(backend)
         if reason:
-            pytest.skip(reason)
+            hint = " (--testbed-backend local runs without root)" if backend == "netns" else ""
+            pytest.skip(reason + hint)
         try:
             scenario = load(self.path)
         except ScenarioError as exc:
             raise ScenarioFailed(str(exc)) from None
-        result = ScenarioRun(scenario, OUT).run()
+        result = ScenarioRun(scenario, OUT, backend=backend).run()
         self.add_report_section("call", "verdicts", table(result))
         if not result.passed:
             raise ScenarioFailed(table(result))

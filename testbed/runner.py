@@ -3,6 +3,8 @@ the client steps, then judge the checks. A failing scenario keeps its pcaps and 
 
 from __future__ import annotations
 
+import dataclasses
+import getpass
 import hashlib
 import os
 import secrets
@@ -16,8 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed import capture, faults
-from testbed.backends.netns import NetnsBackend
+from testbed import backends, capture, faults
 from testbed.capture import Capture, LinkCapture, Verdict
 from testbed.clients import drivers
 from testbed.proxy import TunnelProxy
@@ -77,20 +78,27 @@ class _Needles:
 
 class ScenarioRun:
     def __init__(self, scenario: Scenario, out_root: Path, keep: bool = False,
-                 keep_name: str | None = None) -> None:
+                 keep_name: str | None = None, backend: str = "netns") -> None:
         """`keep_name`: bring the topology up to stay (`testbed up`), under that name."""
-        self.scenario = scenario
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.out = out_root / f"{scenario.name}-{stamp}-{os.getpid()}"
         self.keep = keep
-        self.backend = NetnsBackend(scenario.topology, keep_name=keep_name)
+        self.site = Path(tempfile.mkdtemp(prefix="fts-site-", dir="/var/tmp"))
+        self.backend = backends.make(backend, scenario.topology, keep_name=keep_name,
+                                     mounts=(out_root, self.site))
+        # The backend may move hosts (local: loopback addresses) and ports (no root: none
+        # below 1024); from here on the scenario speaks the backend's addresses.
+        self.scenario = scenario = dataclasses.replace(
+            scenario, topology=self.backend.topology,
+            services=[dataclasses.replace(svc, port=self.backend.port(svc.port))
+                      for svc in scenario.services])
+        self.root = os.geteuid() == 0
         self.services: list[Service] = []
         self.extra: list[subprocess.Popen[bytes]] = []
         tag = hashlib.sha256(scenario.name.encode()).hexdigest()[:8]
         self.user = f"fts-{tag}"
         self.needles = _Needles("pw-" + secrets.token_hex(10), b"FILEMARK-" +
                                 secrets.token_hex(12).encode(), "dir-" + secrets.token_hex(8))
-        self.site = Path(tempfile.mkdtemp(prefix="fts-site-", dir="/var/tmp"))
         self.users = [(self.user, self.needles.password)] + [
             (f"{self.user}-{n}", "pw-" + secrets.token_hex(10))
             for n in range(2, scenario.users + 1)]
@@ -119,7 +127,7 @@ class ScenarioRun:
         try:
             self._hosts_and_servers()
             taps = [LinkCapture(self.backend, link.name, self.out / "pcap")
-                    for link in self.scenario.topology.links] if self.scenario.capture else []
+                    for link in self.scenario.topology.links] if self._can_capture() else []
             for tap in taps:
                 tap.start()
             try:
@@ -148,7 +156,8 @@ class ScenarioRun:
         which `run` starts only once its captures listen)."""
         self.backend.up()
         for name, password in self.users:
-            ensure_user(name, password, home=str(self.site))
+            if self.root:  # without root, FTP users are pyftpdlib's own (see backends/local)
+                ensure_user(name, password, home=str(self.site))
         self._prepare_site()
         self._start_services()
 
@@ -186,7 +195,8 @@ class ScenarioRun:
             workdir = self.out / f"{svc.kind}-{svc.host}"
             service: Service
             if svc.kind == "sshd":
-                sshd = Sshd(workdir, svc.port, host="0.0.0.0", authorized_keys=[key],
+                sshd = Sshd(workdir, svc.port, host=self._bind(svc.host, "0.0.0.0"),
+                            authorized_keys=[key],
                             prefix=prefix)
                 for name in (svc.host, *self._addresses(svc.host)):
                     known.append(sshd.known_hosts_line(name))
@@ -194,16 +204,18 @@ class ScenarioRun:
             elif svc.kind == "pyftpdlib":
                 # "::" is dual-stack on Linux: IPv4 and, on ipv6 links, IPv6 clients.
                 service = PyFtpd(self.site, svc.port, self.user, self.needles.password,
-                                 host="::", log_path=workdir / "pyftpd.log",
+                                 host=self._bind(svc.host, "::"), log_path=workdir / "pyftpd.log",
                                  prefix=prefix, debug=True, more_users=self.users[1:],
                                  permit_foreign_addresses=svc.permit_foreign_addresses)
             elif svc.kind == "vsftpd":
-                service = Vsftpd(workdir, self.site, svc.port, host="0.0.0.0", prefix=prefix)
+                service = Vsftpd(workdir, self.site, svc.port,
+                                 host=self._bind(svc.host, "0.0.0.0"), prefix=prefix)
             elif svc.kind == "proftpd":
                 service = Proftpd(workdir, svc.port, self.scenario.topology.address(svc.host),
                                   prefix=prefix)
             else:
-                service = PureFtpd(workdir, svc.port, prefix=prefix)
+                service = PureFtpd(workdir, svc.port, host=self._bind(svc.host, "0.0.0.0"),
+                                   prefix=prefix)
             self.services.append(service.start())
             self.by_kind[svc.kind] = service
         self.known_hosts = self.out / "known_hosts"
@@ -215,6 +227,12 @@ class ScenarioRun:
         self.wrong_known_hosts = self.out / "known_hosts.wrong"
         self.wrong_known_hosts.write_text("".join(
             " ".join([line.split()[0], wrong_key]) + "\n" for line in known))
+
+    def _bind(self, host: str, wildcard: str) -> str:
+        return self.backend.listen_address(host, wildcard)
+
+    def _can_capture(self) -> bool:
+        return self.scenario.capture and self.backend.capture_unavailable is None
 
     def _addresses(self, host: str) -> list[str]:
         topo = self.scenario.topology
@@ -231,22 +249,26 @@ class ScenarioRun:
             values = {f"{h}": topo.address(h) for h in topo.hosts}
             values.update({f"{h}_v6": str(a) for (h, _), a in topo.addresses6.items()})
             values.update(known_hosts=str(self.known_hosts), key=str(self.key),
+                          ssh_user="root" if self.root else getpass.getuser(),
                           wrong_known_hosts=str(self.wrong_known_hosts))
             for svc in self.scenario.services:
                 values[f"{svc.kind.replace('-', '_')}_port"] = str(svc.port)
             values["ftp_port"] = str(self._ftp_port())
             body = proxy.config.format(**values)
-            tunnel = TunnelProxy(self.out / "tunnel", body, port=SOCKS_PORT, prefix=prefix)
+            tunnel = TunnelProxy(self.out / "tunnel", body, port=SOCKS_PORT,
+                                 host=self.backend.socks_host(proxy.host), prefix=prefix)
             self.services.append(tunnel.start())
             self.by_kind["tunnel"] = tunnel
             return
         sshd = self.scenario.service("sshd")
         log = open(self.out / "ssh-D.log", "wb")  # noqa: SIM115 - kept for the child's life
         proc = subprocess.Popen(
-            [*prefix, "ssh", "-N", "-D", f"127.0.0.1:{SOCKS_PORT}", "-i", str(self.key),
+            [*prefix, "ssh", "-N", "-D", f"{self.backend.socks_host(proxy.host)}:{SOCKS_PORT}",
+             "-i", str(self.key),
              "-p", str(sshd.port), "-F", "/dev/null", "-o", "BatchMode=yes",
              "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-             f"root@{proxy.ssh}"], stdout=subprocess.DEVNULL, stderr=log)
+             f"{'root' if self.root else getpass.getuser()}@"
+             f"{self.backend.resolve(proxy.ssh)}"], stdout=subprocess.DEVNULL, stderr=log)
         log.close()
         self.extra.append(proc)
         wait_listening(prefix, SOCKS_PORT, 15, lambda: proc.poll() is None)
@@ -286,14 +308,16 @@ class ScenarioRun:
         download = self.out / f"step{index}{suffix}-download.bin"
         # "<host>-v6" names the host's IPv6 address (see topology.hosts_file).
         server_host = step.server.removesuffix("-v6")
+        server = self.backend.resolve(step.server)
         ipv6 = step.server != server_host
         topo = self.scenario.topology
         job = drivers.Job(self.backend, client_host, proxied, user, step.password or password,
-                          step.server, self._ftp_port(server_host), self.needles.dir_marker,
+                          server, self._ftp_port(server_host), self.needles.dir_marker,
                           self.payload, download,
                           topo.address6(client_host) if ipv6 else topo.address(client_host),
                           self.out,
-                          remote_name=remote, ftps=step.ftps, limit_rate=step.limit_rate)
+                          remote_name=remote, ftps=step.ftps, limit_rate=step.limit_rate,
+                          socks=(self.backend.socks_host(client_host), SOCKS_PORT))
         uploaded = self.site / self.needles.dir_marker / remote
         if "upload" in step.ops:
             uploaded.unlink(missing_ok=True)  # this step's upload must land there itself
@@ -345,8 +369,9 @@ class ScenarioRun:
         name = f"{check.verdict}({check.link or check.service})" if (
             check.link or check.service) else check.verdict
         if check.verdict in ("encrypted", "cleartext", "no_bypass") and not captures:
+            why = self.backend.capture_unavailable or "capture = false in this scenario"
             return Outcome(name, "n/a", Verdict(check.verdict, check.link, True,
-                                                "not judged: capture = false here"))
+                                                f"not judged: {why}"))
         if check.verdict == "log":
             return Outcome(name, check.expect, self._log_check(check))
         if check.verdict == "encrypted":

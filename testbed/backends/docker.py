@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from testbed.backends.base import OwnStackPerHost
 from testbed.topology import Topology
 
 IMAGE = "ftp-ssh-tunnel-testbed:latest"
@@ -85,8 +86,11 @@ def plan_down(topology: Topology, prefix: str) -> list[list[str]]:
                for link in topology.links])
 
 
-class DockerBackend:
+class DockerBackend(OwnStackPerHost):
     """Same face as NetnsBackend: up, down, exec_prefix, run, iface."""
+
+    kind = "docker"
+    capture_unavailable: str | None = None
 
     def __init__(self, topology: Topology, prefix: str, mounts: Sequence[Path]) -> None:
         self.topology = topology

@@ -22,6 +22,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from testbed.backends.base import OwnStackPerHost
 from testbed.topology import Topology
 
 NETNS_ETC = Path("/etc/netns")
@@ -79,7 +80,10 @@ def sweep() -> list[str]:
     return removed
 
 
-class NetnsBackend:
+class NetnsBackend(OwnStackPerHost):
+    kind = "netns"
+    capture_unavailable: str | None = None
+
     def __init__(self, topology: Topology, keep_name: str | None = None) -> None:
         """`keep_name`: a topology meant to outlive this process (`testbed up NAME`)."""
         self.topology = topology

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.backends.netns import NetnsBackend
+from testbed.backends.base import Backend
 
 SOCKS = ("127.0.0.1", 1080)
 REMOTE_NAME = "payload.bin"
@@ -23,7 +23,7 @@ NOT_APPLICABLE = {
 
 @dataclass
 class Job:
-    backend: NetnsBackend
+    backend: Backend
     host: str  # where the client runs
     proxied: bool
     user: str
@@ -38,6 +38,7 @@ class Job:
     remote_name: str = REMOTE_NAME
     ftps: bool = False  # ask for TLS first (curl --ssl: go on in plain if refused)
     limit_rate: str = ""  # curl --limit-rate
+    socks: tuple[str, int] = SOCKS  # the proxy, as the client host dials it
 
     @property
     def remote(self) -> str:
@@ -68,7 +69,7 @@ def _curl(job: Job, mode: str, ops: tuple[str, ...]) -> str:
     base = f"ftp://{job.user}:{job.password}@{job.server}:{job.port}/{job.directory}/"
     flags = ["-sS", "--max-time", "60"]
     if job.proxied:
-        flags += ["--socks5-hostname", f"{SOCKS[0]}:{SOCKS[1]}"]
+        flags += ["--socks5-hostname", f"{job.socks[0]}:{job.socks[1]}"]
     if mode == "pasv":
         flags.append("--disable-epsv")
     elif mode == "active":
@@ -104,7 +105,8 @@ def _lftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:
     if job.proxied:
         conf = job.workdir / "proxychains.conf"
         conf.write_text(f"strict_chain\nproxy_dns\ntcp_read_time_out 15000\n"
-                        f"tcp_connect_time_out 8000\n[ProxyList]\nsocks5 {SOCKS[0]} {SOCKS[1]}\n")
+                        f"tcp_connect_time_out 8000\n[ProxyList]\n"
+                        f"socks5 {job.socks[0]} {job.socks[1]}\n")
         argv = ["proxychains4", "-q", "-f", str(conf), *argv]
     return _exec(job, argv)
 
@@ -114,8 +116,8 @@ import ftplib, sys
 sys.path.insert(0, sys.argv[1])
 from testbed.clients.ftplib_socks import SocksFTP
 (_, _, proxied, server, port, user, password, directory, payload, download, mode,
- ops, name) = sys.argv
-ftp = SocksFTP("socks5://127.0.0.1:1080") if proxied == "1" else ftplib.FTP(timeout=30)
+ ops, name, socks) = sys.argv
+ftp = SocksFTP(f"socks5://{socks}") if proxied == "1" else ftplib.FTP(timeout=30)
 ftp.connect(server, int(port))
 ftp.login(user, password)
 ftp.set_pasv(mode != "active")
@@ -141,7 +143,7 @@ def _ftplib(job: Job, mode: str, ops: tuple[str, ...]) -> str:
     return _exec(job, [sys.executable, "-c", FTPLIB_SCRIPT, root, "1" if job.proxied else "0",
                        job.server, str(job.port), job.user, job.password, job.directory,
                        str(job.payload), str(job.download), mode, ",".join(ops),
-                       job.remote_name])
+                       job.remote_name, f"{job.socks[0]}:{job.socks[1]}"])
 
 
 def _tnftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:
@@ -161,7 +163,7 @@ def _tnftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:
         # Names resolve locally (the host's /etc/hosts): with Dante's "fake" resolution the
         # app sees 0.0.0.1 as its peer, and tnftp then rejects any 227 address as a mismatch.
         conf.write_text("route {\n  from: 0.0.0.0/0 to: 0.0.0.0/0 "
-                        f"via: {SOCKS[0]} port = {SOCKS[1]}\n  proxyprotocol: socks_v5\n"
+                        f"via: {job.socks[0]} port = {job.socks[1]}\n  proxyprotocol: socks_v5\n"
                         "  method: none\n  protocol: tcp\n}\n")
         argv = ["socksify", *argv]
         env = {"SOCKS_CONF": str(conf)}

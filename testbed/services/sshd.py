@@ -61,7 +61,8 @@ class Sshd(Service):
             "MaxStartups 1000:30:1000",
             "",
         ]))
-        Path("/run/sshd").mkdir(exist_ok=True)
+        if os.geteuid() == 0:  # privilege separation; sshd run by a user goes without it
+            Path("/run/sshd").mkdir(exist_ok=True)
         super().__init__(f"sshd:{port}", [SSHD, "-D", "-e", "-f", str(config)],
                          workdir / "sshd.log", ready=(host, port), prefix=prefix)
 
