@@ -30,3 +30,4 @@ def same_host(a: str, b: str) -> bool:
     """The same address, or both loopback (127.0.0.1 and ::1 are one host)."""
     x, y = _ip(a), _ip(b)
     return x is not None and y is not None and (x == y or (x.is_loopback and y.is_loopback))
+

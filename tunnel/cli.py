@@ -168,7 +168,7 @@ def _explain(cfg: Config, destination: str, resolve: bool) -> int:
         lines.append("  FTP-aware: control and every data channel (passive, EPSV, active) "
                      "ride the same SSH connection")
     if decision.action is Action.FTP_SFTP:
-        lines.append("  (accepted by the config, refused at run time: not implemented yet)")
+        lines.append("  (the proxy serves FTP itself and carries each command over SFTP)")
     if decision.profile is not None:
         profile = cfg.profile(decision.profile)
         ssh_host = profile.host or host

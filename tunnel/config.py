@@ -27,6 +27,14 @@ class HostKeyPolicy(enum.Enum):
     INSECURE = "insecure"  # no check at all: testbeds only, logged loudly
 
 
+class LineEnding(enum.Enum):
+    """How text files end their lines on an `ftp-sftp` server (Tectia's host type): TYPE A
+    transfers convert between this and the network's CRLF."""
+
+    LF = "lf"
+    CRLF = "crlf"
+
+
 AUTH_METHODS = ("password", "publickey")
 SOCKS5_AUTH_NAMES = {"none": AuthMethod.NO_AUTH, "username": AuthMethod.USERNAME_PASSWORD}
 
@@ -75,6 +83,7 @@ class Profile:
     ciphers: tuple[str, ...] = ()  # () = our speed-first preference list (see ssh.py)
     # Run once per SSH connection so sshd turns TCP_NODELAY on (see ssh.py); "" = never.
     nodelay_command: str = "true"
+    line_ending: LineEnding = LineEnding.LF  # ftp-sftp: the server's text line ending
 
     @property
     def user_from_app(self) -> bool:
@@ -319,6 +328,7 @@ def _parse_profile(t: _Table, base_dir: str) -> Profile:
         idle_timeout=_positive(t, "idle_timeout", 300.0),
         ciphers=t.get_str_list("ciphers", ()),
         nodelay_command=t.get("nodelay_command", str, "true"),
+        line_ending=t.choice("line_ending", LineEnding, LineEnding.LF, "lf, crlf"),
     )
     t.finish()
     return profile

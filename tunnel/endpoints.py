@@ -7,10 +7,12 @@ They hold no logic: each callback is passed to the relay with the side it stands
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import cast
 
 import asyncssh
 
+from tunnel.addresses import is_loopback
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_os_error
 from tunnel.relay import Relay, Side
@@ -74,3 +76,20 @@ async def connect_tcp(relay: Relay, side: Side, host: str, port: int, timeout: f
         raise UpstreamError(f"{what} to {host}:{port} failed: {exc or 'timed out'}",
                             reply_for_os_error(exc)) from None
     return transport
+
+
+def is_own_address_of(peer: str, host: str) -> bool:
+    """RFC 2577: an active-mode (PORT/EPRT) address must be the client's own. A client on
+    this host (loopback) may name any address of this host, as curl's `-P <iface address>`
+    does; a remote client (allow_relay) only its own address."""
+    if host == peer:
+        return True
+    if not is_loopback(peer):
+        return False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))  # succeeds only for an address this host owns
+    except OSError:
+        return False
+    return True

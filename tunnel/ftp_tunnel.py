@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, cast
 
 import asyncssh
 
-from tunnel.addresses import is_loopback
 from tunnel.config import Profile
-from tunnel.endpoints import SSHEnd, connect_tcp
+from tunnel.endpoints import SSHEnd, connect_tcp, is_own_address_of
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_os_error
 from tunnel.ftp_layer import (
@@ -109,21 +108,7 @@ class FtpTunnel:
         rec.user_source = "ftp" if profile.user_from_app else "profile"
 
     def _is_client_address(self, host: str) -> bool:
-        """RFC 2577: an active-mode address must be the client's own. A client on this host
-        (loopback) may name any address of this host, as curl's `-P <iface address>` does;
-        a remote client (allow_relay) only its own address."""
-        peer = self.session.client_ip
-        if host == peer:
-            return True
-        if not is_loopback(peer):
-            return False
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.bind((host, 0))  # succeeds only for an address this host owns
-        except OSError:
-            return False
-        return True
+        return is_own_address_of(self.session.client_ip, host)
 
     # -- life --------------------------------------------------------------------------------
     async def prepare(self) -> tuple[str, int]:

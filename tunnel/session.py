@@ -20,6 +20,7 @@ from tunnel.config import Config
 from tunnel.datachannels import DataExpectations, Expected
 from tunnel.endpoints import SSHEnd, connect_tcp
 from tunnel.errors import RemoteProtocolError, UpstreamError
+from tunnel.ftp_sftp import FtpSftp
 from tunnel.ftp_tunnel import FtpTunnel
 from tunnel.relay import Relay, Side
 from tunnel.rules import Action, Decision, IPAddress
@@ -58,7 +59,8 @@ class SocksSession(asyncio.Protocol):
         self.relay = Relay(self._relay_finished)
         self.record = AuditRecord(self.id, "")
         self.lease: Lease | None = None
-        self.ftp: FtpTunnel | None = None  # set when the action is ftp-tunnel
+        # The FTP control handler, when the action is ftp-tunnel or ftp-sftp.
+        self.ftp: FtpTunnel | FtpSftp | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._t0 = time.monotonic()
@@ -230,7 +232,8 @@ class SocksSession(asyncio.Protocol):
         """This client's ftp-tunnel session whose FTP server the BIND names (SOCKS BIND's
         DST.ADDR, RFC 1928 §4); failing that, its only one."""
         mine = [s.ftp for s in self.ctx.sessions.values()
-                if s.ftp is not None and s.client_ip == self.client_ip and s is not self]
+                if isinstance(s.ftp, FtpTunnel) and s.client_ip == self.client_ip
+                and s is not self]
         named = [ftp for ftp in mine if ftp.request.host == host]
         if named:
             return named[-1]
@@ -280,10 +283,9 @@ class SocksSession(asyncio.Protocol):
                                  decision.fallback_to_plain)
             return await self.ftp.prepare()
         if action is Action.FTP_SFTP:
-            self._fail(Reply.NOT_ALLOWED, "refused",
-                       f"action {action.value!r} ({decision.describe()}) is accepted by the "
-                       "config but not implemented in this version")
-            return None
+            assert decision.profile is not None
+            self.ftp = FtpSftp(self, self.config.profile(decision.profile), request)
+            return await self.ftp.prepare()
         if action is Action.DIRECT:
             return await self._direct(request)
         assert decision.profile is not None
@@ -301,6 +303,8 @@ class SocksSession(asyncio.Protocol):
         """A passive data connection its control session announced: it rides that session's
         SSH connection (or its direct fallback), whatever the rules say about the port."""
         owner = expected.owner
+        if isinstance(owner, FtpSftp):
+            return await self._sftp_data(owner, expected)
         assert isinstance(owner, FtpTunnel)
         rec = self.record
         rec.action, rec.rule = "ftp-data", owner.session.record.rule
@@ -314,6 +318,18 @@ class SocksSession(asyncio.Protocol):
         relay.attach(Side.CLIENT, self.transport)
         self.relay = relay
         return "0.0.0.0", 0
+
+    async def _sftp_data(self, owner: FtpSftp, expected: Expected) -> tuple[str, int]:
+        """A passive data connection of an ftp-sftp session: it ends at that session's
+        listener on this host, not at any server beyond."""
+        rec = self.record
+        rec.action, rec.rule = "ftp-sftp-data", owner.session.record.rule
+        rec.control_session, rec.last_hop = owner.session.id, "local"
+        transport = await connect_tcp(self.relay, Side.SERVER, expected.target_host,
+                                      expected.port, self.config.proxy.connect_timeout,
+                                      "ftp-sftp data listener")
+        sockname: Any = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
+        return str(sockname[0]), int(sockname[1])
 
     async def _direct(self, request: Request) -> tuple[str, int]:
         self.record.last_hop = "direct"

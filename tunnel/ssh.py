@@ -146,6 +146,29 @@ class SSHPool:
                 log.info("pooled SSH connection %s is dead (%s); reconnecting", entry.label, exc)
         raise AssertionError("unreachable")
 
+    async def open_sftp(self, profile: Profile, ssh_host: str,
+                        login: Login) -> tuple[asyncssh.SFTPClient, Lease]:
+        """An SFTP client on a pooled connection (the `ftp-sftp` action): one SFTP channel
+        per FTP session, on the connection of these credentials, retried once like
+        `open_channel` when the pooled connection turns out dead."""
+        for attempt in (1, 2):
+            entry = await self._connection(profile, ssh_host, login)
+            lease = Lease(self, entry)
+            try:
+                return await entry.conn.start_sftp_client(), lease
+            except asyncssh.ChannelOpenError as exc:
+                lease.release()
+                raise UpstreamError(f"SSH server {entry.label} refused the SFTP subsystem: "
+                                    f"{exc.reason}", Reply.GENERAL_FAILURE) from None
+            except (asyncssh.Error, OSError) as exc:
+                lease.release()
+                self._drop(entry)
+                if attempt == 2:
+                    raise UpstreamError(f"SFTP on {entry.label} failed: {exc}",
+                                        Reply.GENERAL_FAILURE) from None
+                log.info("pooled SSH connection %s is dead (%s); reconnecting", entry.label, exc)
+        raise AssertionError("unreachable")
+
     async def open_channel_on(
         self,
         lease: Lease,

@@ -58,6 +58,8 @@ class Sshd(Service):
             "PidFile none",
             "LogLevel VERBOSE",
             "MaxSessions 1000",
+            # In-process SFTP: the `ftp-sftp` action's far side, no sftp-server binary needed.
+            "Subsystem sftp internal-sftp",
             "MaxStartups 1000:30:1000",
             "",
         ]))
