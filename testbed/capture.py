@@ -203,5 +203,18 @@ def no_bypass(captures: Sequence[Capture], client: Sequence[str],
     return Verdict("no_bypass", subject, not bypass, detail)
 
 
+def only_port(capture: Capture, port: int, check: str = "only_ssh") -> Verdict:
+    """Every TCP flow on this link has `port` at one end: the link carries SSH and nothing
+    else (the ftp-sftp promise: the FTP client host talks only SSH on the wire)."""
+    early = _no_packets(check, capture)
+    if early:
+        return early
+    flows = capture.streams()
+    other = sorted({f"{k[0]}:{k[1]}->{k[2]}:{k[3]}" for k in flows if port not in (k[1], k[3])})
+    detail = (f"{len(flows)} flows, all to or from port {port}" if not other else
+              f"{len(other)} of {len(flows)} flows not on port {port}: {', '.join(other[:4])}")
+    return Verdict(check, capture.link, bool(flows) and not other, detail)
+
+
 def _show(needles: Iterable[bytes]) -> str:
     return ", ".join(repr(n[:24]) for n in needles)

@@ -253,7 +253,8 @@ class ScenarioRun:
                           wrong_known_hosts=str(self.wrong_known_hosts))
             for svc in self.scenario.services:
                 values[f"{svc.kind.replace('-', '_')}_port"] = str(svc.port)
-            values["ftp_port"] = str(self._ftp_port())
+            if any(svc.kind != "sshd" for svc in self.scenario.services):
+                values["ftp_port"] = str(self._ftp_port())
             body = proxy.config.format(**values)
             tunnel = TunnelProxy(self.out / "tunnel", body, port=SOCKS_PORT,
                                  host=self.backend.socks_host(proxy.host), prefix=prefix)
@@ -312,7 +313,8 @@ class ScenarioRun:
         ipv6 = step.server != server_host
         topo = self.scenario.topology
         job = drivers.Job(self.backend, client_host, proxied, user, step.password or password,
-                          server, self._ftp_port(server_host), self.needles.dir_marker,
+                          server, step.port or self._ftp_port(server_host),
+                          self.needles.dir_marker,
                           self.payload, download,
                           topo.address6(client_host) if ipv6 else topo.address(client_host),
                           self.out,
@@ -368,7 +370,7 @@ class ScenarioRun:
         by_link = {c.link: c for c in captures}
         name = f"{check.verdict}({check.link or check.service})" if (
             check.link or check.service) else check.verdict
-        if check.verdict in ("encrypted", "cleartext", "no_bypass") and not captures:
+        if check.verdict in ("encrypted", "cleartext", "no_bypass", "only_ssh") and not captures:
             why = self.backend.capture_unavailable or "capture = false in this scenario"
             return Outcome(name, "n/a", Verdict(check.verdict, check.link, True,
                                                 f"not judged: {why}"))
@@ -376,6 +378,8 @@ class ScenarioRun:
             return Outcome(name, check.expect, self._log_check(check))
         if check.verdict == "encrypted":
             verdict = capture.encrypted(by_link[check.link], self.needles.all())
+        elif check.verdict == "only_ssh":
+            verdict = capture.only_port(by_link[check.link], self.scenario.service("sshd").port)
         elif check.verdict == "cleartext":
             verdict = capture.cleartext(by_link[check.link], self.needles.all())
         elif check.verdict == "no_bypass":

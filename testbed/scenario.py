@@ -19,7 +19,7 @@ PROXY_KINDS = ("none", "tunnel", "ssh-D")
 CLIENTS = ("curl", "lftp", "ftplib", "tnftp")
 MODES = ("epsv", "pasv", "active")
 OPS = ("upload", "download", "list")
-CHECKS = ("encrypted", "cleartext", "no_bypass", "integrity", "log")
+CHECKS = ("encrypted", "cleartext", "no_bypass", "only_ssh", "integrity", "log")
 FAULT = re.compile(r"(stop|start|restart) ([a-z-]+)")
 
 
@@ -60,6 +60,7 @@ class Step:
     during: tuple[str, ...] = ()  # faults while the transfer runs, `after` seconds in
     after: float = 1.0
     limit_rate: str = ""  # curl --limit-rate, to keep a transfer running long enough
+    port: int = 0  # the FTP port the client dials; 0 = the FTP service's (ftp-sftp has none)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def load(path: Path) -> Scenario:
                                   ("ok", "fail", "any")),
                           str(spec.get("password", "")), before, bool(spec.get("ftps", False)),
                           int(spec.get("parallel", 1)), during, float(spec.get("after", 1.0)),
-                          str(spec.get("limit_rate", ""))))
+                          str(spec.get("limit_rate", "")), int(spec.get("port", 0))))
     checks = []
     for i, spec in enumerate(data.get("check", []), start=1):
         check = Check(_choice(path, f"check[{i}].verdict", spec.get("verdict"), CHECKS),
@@ -162,7 +163,7 @@ def load(path: Path) -> Scenario:
         if check.verdict == "log" and check.service not in (*SERVICE_KINDS, "tunnel"):
             raise ScenarioError(path, f"check[{i}].service",
                                 f"{check.service!r} is not a service kind or 'tunnel'")
-        if check.verdict in ("encrypted", "cleartext"):
+        if check.verdict in ("encrypted", "cleartext", "only_ssh"):
             try:
                 topology.link(check.link)
             except TopologyError as exc:
