@@ -529,10 +529,14 @@ class FtpSftp:
             self.transferring = writer
             to_network = sftp_map.AsciiToNetwork(self._converts_text())
             offset, sent = rest, 0
+            loop = asyncio.get_running_loop()
+            # One read ahead: the next block comes over SFTP while this one goes to the
+            # client, so neither side waits for the other. Memory: two blocks at most.
+            ahead = loop.create_task(source.read(CHUNK, offset))
             try:
                 while True:
                     try:
-                        block = cast(bytes, await source.read(CHUNK, offset))  # encoding=None
+                        block = cast(bytes, await ahead)  # encoding=None: bytes
                     except asyncssh.SFTPError as exc:
                         code, text = sftp_map.ftp_reply_for(exc.code, "RETR", mid_transfer=True)
                         writer.close()
@@ -540,6 +544,7 @@ class FtpSftp:
                     if not block:
                         break
                     offset += len(block)
+                    ahead = loop.create_task(source.read(CHUNK, offset))
                     data = to_network.feed(block)
                     writer.write(data)
                     sent += len(data)
@@ -550,6 +555,8 @@ class FtpSftp:
                 writer.close()
                 raise self._transfer_failed(str(exc)) from None
             finally:
+                if not ahead.done():
+                    ahead.cancel()
                 self.bytes_down += sent
                 self.transferring = None
         finally:
@@ -575,17 +582,26 @@ class FtpSftp:
             self.transferring = writer
             from_network = sftp_map.AsciiFromNetwork(self._converts_text())
             offset = rest
+            # One write in flight while the next block is read from the client: the SFTP
+            # side (parallel requests inside asyncssh) and the socket side overlap.
+            writing: asyncio.Task[int] | None = None
             try:
                 while True:
-                    block = await reader.read(CHUNK)
+                    block = await _read_block(reader)
                     data = from_network.feed(block) if block else from_network.flush()
+                    if writing is not None:
+                        await writing
+                        writing = None
                     if data:
-                        await destination.write(data, None if command.verb == "APPE"
-                                                else offset)
+                        writing = asyncio.get_running_loop().create_task(destination.write(
+                            data, None if command.verb == "APPE" else offset))
                         offset += len(data)
                         self.bytes_up += len(data)
                     if not block:
                         break
+                if writing is not None:
+                    await writing
+                    writing = None
             except OSError as exc:
                 raise self._transfer_failed(str(exc)) from None
             except asyncssh.SFTPError as exc:
@@ -594,6 +610,8 @@ class FtpSftp:
                 raise _Failed(*sftp_map.ftp_reply_for(exc.code, command.verb,
                                                       mid_transfer=True)) from None
             finally:
+                if writing is not None and not writing.done():
+                    writing.cancel()
                 writer.close()
                 self.transferring = None
             if self.aborted:  # ABOR while the last block was in flight: not a whole file
@@ -614,6 +632,18 @@ class FtpSftp:
                                 temporary)
         self.session.record.data_channels += 1
         self._reply(226, f"Transfer complete ({offset - rest} bytes).")
+
+
+async def _read_block(reader: asyncio.StreamReader) -> bytes:
+    """Up to CHUNK bytes, fewer only at the end: a socket read returns what has arrived
+    (often 64 KiB), and an SFTP write that small would be a round trip of its own."""
+    block = bytearray()
+    while len(block) < CHUNK:
+        part = await reader.read(CHUNK - len(block))
+        if not part:
+            break
+        block += part
+    return bytes(block)
 
 
 def _is_ipv4(host: str) -> bool:
