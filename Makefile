@@ -17,3 +17,4 @@ bench: setup
 	.venv/bin/python bench/throughput.py
 	.venv/bin/python bench/session_setup.py
 	.venv/bin/python bench/memory.py
+	.venv/bin/python bench/sftp.py
