@@ -174,7 +174,7 @@ def test_direct_reject_and_unmatched_rules(
         code, sock = socks5_connect((proxy.host, proxy.port), host, 21)
         sock.close()
         assert code == 0x02, host
-    records = _wait_audit(proxy, 3)
+    records = _wait_audit(proxy, 4)  # curl's control and data connections, two refusals
     by_dst = {r["dst"]: r for r in records}
     assert by_dst["127.0.0.1"]["action"] == "direct"
     assert by_dst["files.reject.test"]["result"] == "rejected"
