@@ -17,9 +17,9 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 
@@ -28,6 +28,7 @@ from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_channel_open, reply_for_os_error
 from tunnel.socks import Reply
 
+T = TypeVar("T")
 log = logging.getLogger("tunnel.ssh")
 
 # AES-GCM is the fastest cipher asyncssh has where the CPU has AES-NI (measured here:
@@ -131,41 +132,29 @@ class SSHPool:
         target_port: int,
         session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]],
     ) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes], Lease]:
-        """Open a direct-tcpip channel to target through `profile`'s SSH server.
-
-        A pooled connection that turns out dead (the server restarted) is dropped and the
-        open is tried once more on a fresh connection."""
-        for attempt in (1, 2):
-            entry = await self._connection(profile, ssh_host, login)
-            try:
-                return await self._channel(entry, target_host, target_port, session_factory)
-            except _ConnectionDead as exc:
-                self._drop(entry)
-                if attempt == 2:
-                    raise
-                log.info("pooled SSH connection %s is dead (%s); reconnecting", entry.label, exc)
-        raise AssertionError("unreachable")
+        """Open a direct-tcpip channel to target through `profile`'s SSH server."""
+        return await self._on_live_connection(
+            profile, ssh_host, login,
+            lambda entry: self._channel(entry, target_host, target_port, session_factory))
 
     async def open_sftp(self, profile: Profile, ssh_host: str,
                         login: Login) -> tuple[asyncssh.SFTPClient, Lease]:
         """An SFTP client on a pooled connection (the `ftp-sftp` action): one SFTP channel
-        per FTP session, on the connection of these credentials, retried once like
-        `open_channel` when the pooled connection turns out dead."""
+        per FTP session, on the connection of these credentials."""
+        return await self._on_live_connection(profile, ssh_host, login, self._sftp)
+
+    async def _on_live_connection(self, profile: Profile, ssh_host: str, login: Login,
+                                  use: Callable[[_Entry], Awaitable[T]]) -> T:
+        """`use` a pooled connection for these credentials. One that turns out dead (the
+        server restarted) is dropped and `use` is tried once more on a fresh connection."""
         for attempt in (1, 2):
             entry = await self._connection(profile, ssh_host, login)
-            lease = Lease(self, entry)
             try:
-                return await entry.conn.start_sftp_client(), lease
-            except asyncssh.ChannelOpenError as exc:
-                lease.release()
-                raise UpstreamError(f"SSH server {entry.label} refused the SFTP subsystem: "
-                                    f"{exc.reason}", Reply.GENERAL_FAILURE) from None
-            except (asyncssh.Error, OSError) as exc:
-                lease.release()
+                return await use(entry)
+            except _ConnectionDead as exc:
                 self._drop(entry)
                 if attempt == 2:
-                    raise UpstreamError(f"SFTP on {entry.label} failed: {exc}",
-                                        Reply.GENERAL_FAILURE) from None
+                    raise
                 log.info("pooled SSH connection %s is dead (%s); reconnecting", entry.label, exc)
         raise AssertionError("unreachable")
 
@@ -183,6 +172,19 @@ class SSHPool:
             raise UpstreamError("the control session's SSH connection is gone",
                                 Reply.GENERAL_FAILURE)
         return await self._channel(entry, target_host, target_port, session_factory)
+
+    async def _sftp(self, entry: _Entry) -> tuple[asyncssh.SFTPClient, Lease]:
+        lease = Lease(self, entry)
+        try:
+            return await entry.conn.start_sftp_client(), lease
+        except asyncssh.ChannelOpenError as exc:
+            lease.release()
+            raise UpstreamError(f"SSH server {entry.label} refused the SFTP subsystem: "
+                                f"{exc.reason}", Reply.GENERAL_FAILURE) from None
+        except (asyncssh.Error, OSError) as exc:
+            lease.release()
+            raise _ConnectionDead(f"SFTP on {entry.label} failed: {exc}",
+                                  Reply.GENERAL_FAILURE) from None
 
     async def _channel(
         self,
