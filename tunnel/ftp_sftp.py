@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, cast
 import asyncssh
 
 from tunnel import sftp_map
+from tunnel.addresses import is_ip
 from tunnel.config import LineEnding, Profile
 from tunnel.endpoints import is_own_address_of
 from tunnel.errors import UpstreamError
@@ -365,10 +366,10 @@ class FtpSftp:
             await sftp.rename(source, target)
 
     async def _size(self, command: Command) -> None:
-        attrs = await self._need_sftp().stat(self._path(command.arg))
-        if attrs.permissions is not None and (attrs.permissions & 0o170000) == 0o040000:
+        entry = _entry(command.arg, await self._need_sftp().stat(self._path(command.arg)))
+        if entry.is_dir:
             raise _Failed(550, f"{command.arg}: not a plain file.")
-        self._reply(213, str(attrs.size or 0))
+        self._reply(213, str(entry.size or 0))
 
     async def _mdtm(self, command: Command) -> None:
         attrs = await self._need_sftp().stat(self._path(command.arg))
@@ -376,17 +377,18 @@ class FtpSftp:
 
     async def _mlst(self, command: Command) -> None:
         path = self._path(command.arg)
-        entry = _entry(path.rsplit("/", 1)[-1] or "/", await self._need_sftp().stat(path))
+        # RFC 3659 §7.2: MLST names the object by its full path.
+        entry = _entry(path, await self._need_sftp().stat(path))
         self._write(multiline_reply(250, ["Listing " + (command.arg or path),
-                                          sftp_map.mlsx_facts(entry).replace(
-                                              f"; {entry.name}", f"; {path}"), "End"]))
+                                          sftp_map.mlsx_facts(entry), "End"]))
 
     # -- data connections --------------------------------------------------------------------
     async def _pasv(self, command: Command) -> None:
         port = await self._listen()
         # The address is the control connection's when it is IPv4, or our own loopback:
         # both are in the expectation, and curl ignores it anyway.
-        host = self.request.host if _is_ipv4(self.request.host) else "127.0.0.1"
+        host = (self.request.host if is_ip(self.request.host) and ":" not in self.request.host
+                else "127.0.0.1")
         self._expect(port, host)
         self._write(encode_227(host, port))
 
@@ -644,11 +646,6 @@ async def _read_block(reader: asyncio.StreamReader) -> bytes:
             break
         block += part
     return bytes(block)
-
-
-def _is_ipv4(host: str) -> bool:
-    parts = host.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 def _entry(name: str, attrs: asyncssh.SFTPAttrs, longname: str = "") -> sftp_map.Entry:

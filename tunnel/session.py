@@ -325,18 +325,15 @@ class SocksSession(asyncio.Protocol):
         rec = self.record
         rec.action, rec.rule = "ftp-sftp-data", owner.session.record.rule
         rec.control_session, rec.last_hop = owner.session.id, "local"
-        transport = await connect_tcp(self.relay, Side.SERVER, expected.target_host,
-                                      expected.port, self.config.proxy.connect_timeout,
-                                      "ftp-sftp data listener")
-        sockname: Any = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
-        return str(sockname[0]), int(sockname[1])
+        return _bound(await connect_tcp(self.relay, Side.SERVER, expected.target_host,
+                                        expected.port, self.config.proxy.connect_timeout,
+                                        "ftp-sftp data listener"))
 
     async def _direct(self, request: Request) -> tuple[str, int]:
         self.record.last_hop = "direct"
-        transport = await connect_tcp(self.relay, Side.SERVER, request.host, request.port,
-                                      self.config.proxy.connect_timeout, "direct connection")
-        sockname: Any = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
-        return str(sockname[0]), int(sockname[1])
+        return _bound(await connect_tcp(self.relay, Side.SERVER, request.host, request.port,
+                                        self.config.proxy.connect_timeout,
+                                        "direct connection"))
 
     async def _tunnel(self, request: Request, profile_id: str) -> tuple[str, int]:
         profile = self.config.profile(profile_id)
@@ -412,3 +409,8 @@ class SocksSession(asyncio.Protocol):
     def client_ip(self) -> str:
         return self.record.client.rsplit(":", 1)[0]
 
+
+def _bound(transport: asyncio.BaseTransport) -> tuple[str, int]:
+    """The local address of an upstream connection we made: the SOCKS reply's BND."""
+    sockname: Any = transport.get_extra_info("sockname") or ("0.0.0.0", 0)
+    return str(sockname[0]), int(sockname[1])
