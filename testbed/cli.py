@@ -28,6 +28,7 @@ from testbed.proxy import TunnelProxy
 from testbed.runner import ScenarioRun, table, write_junit
 from testbed.scenario import ScenarioError
 from testbed.scenario import load as load_scenario
+from testbed.services.base import pid_alive
 from testbed.services.pyftpd import PyFtpd
 from testbed.services.sshd import Sshd
 from testbed.users import ensure_user
@@ -296,16 +297,6 @@ def down(name: str | None) -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def list_up() -> int:
     for state in _states():
         hosts = ", ".join(state["addresses"])
@@ -314,7 +305,7 @@ def list_up() -> int:
             print(f"{state['name']}: {len(alive)} of {len(state['namespaces'])} hosts up "
                   f"({hosts}) from {state['file']}")
         else:
-            running = [pid for pid in state.get("pids", []) if _alive(pid)]
+            running = [pid for pid in state.get("pids", []) if pid_alive(pid)]
             print(f"{state['name']} (local): {len(running)} of {len(state.get('pids', []))} "
                   f"services running ({hosts}) from {state['file']}")
     strays = [ns for ns in netns.list_namespaces() if ns.startswith("fts")]

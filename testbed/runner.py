@@ -93,6 +93,8 @@ class ScenarioRun:
             services=[dataclasses.replace(svc, port=self.backend.port(svc.port))
                       for svc in scenario.services])
         self.root = os.geteuid() == 0
+        # The SSH login of key scenarios: root here, or (local backend) the user running us.
+        self.ssh_user = "root" if self.root else getpass.getuser()
         self.services: list[Service] = []
         self.extra: list[subprocess.Popen[bytes]] = []
         tag = hashlib.sha256(scenario.name.encode()).hexdigest()[:8]
@@ -249,7 +251,7 @@ class ScenarioRun:
             values = {f"{h}": topo.address(h) for h in topo.hosts}
             values.update({f"{h}_v6": str(a) for (h, _), a in topo.addresses6.items()})
             values.update(known_hosts=str(self.known_hosts), key=str(self.key),
-                          ssh_user="root" if self.root else getpass.getuser(),
+                          ssh_user=self.ssh_user,
                           wrong_known_hosts=str(self.wrong_known_hosts))
             for svc in self.scenario.services:
                 values[f"{svc.kind.replace('-', '_')}_port"] = str(svc.port)
@@ -268,8 +270,8 @@ class ScenarioRun:
              "-i", str(self.key),
              "-p", str(sshd.port), "-F", "/dev/null", "-o", "BatchMode=yes",
              "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-             f"{'root' if self.root else getpass.getuser()}@"
-             f"{self.backend.resolve(proxy.ssh)}"], stdout=subprocess.DEVNULL, stderr=log)
+             f"{self.ssh_user}@{self.backend.resolve(proxy.ssh)}"],
+            stdout=subprocess.DEVNULL, stderr=log)
         log.close()
         self.extra.append(proc)
         wait_listening(prefix, SOCKS_PORT, 15, lambda: proc.poll() is None)

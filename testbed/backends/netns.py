@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from testbed.backends.base import OwnStackPerHost
+from testbed.services.base import pid_alive
 from testbed.topology import Topology
 
 NETNS_ETC = Path("/etc/netns")
@@ -49,16 +50,6 @@ def list_namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def delete_namespace(ns: str) -> None:
     """Kill what runs inside, then delete: a namespace with processes stays alive."""
     pids = _ip("netns", "pids", ns, check=False).stdout.split()
@@ -74,7 +65,7 @@ def sweep() -> list[str]:
     removed = []
     for ns in list_namespaces():
         match = RUN_NS.match(ns)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             delete_namespace(ns)
             removed.append(ns)
     return removed

@@ -15,6 +15,17 @@ from testbed.net import wait_port
 PKG_ROOT = Path(os.environ.get("FTS_PKG_ROOT", "/opt/ftp-ssh-tunnel/pkgs"))
 
 
+def pid_alive(pid: int) -> bool:
+    """The process exists (one we may not signal, owned by another user, counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def wait_listening(prefix: Sequence[str], port: int, timeout: float, alive: object) -> None:
     """Wait until a TCP socket listens on `port` in the namespace `prefix` enters."""
     deadline = time.monotonic() + timeout
