@@ -7,7 +7,6 @@ connection to a real sshd, held open against a listener), per-session cost in Ki
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import SshRig  # noqa: E402
+from bench.rig import SshRig, write_json  # noqa: E402
 from testbed.socks_client import socks5_connect  # noqa: E402
 
 
@@ -68,9 +67,7 @@ def main() -> int:
             time.sleep(1)
     finally:
         rig.stop()
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
-    print(f"  JSON: {args.json}")
+    write_json(args.json, results)
     return 0
 
 

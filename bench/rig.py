@@ -4,10 +4,14 @@ known_hosts that trusts it, and `tunnel` with one key-auth profile and one rule;
 
 from __future__ import annotations
 
+import json
+import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from testbed.net import free_port, wait_port
 from testbed.proxy import TunnelProxy
@@ -81,3 +85,37 @@ profile = "bench"
             proxy.stop()
         self.sshd.stop()
         subprocess.run(["rm", "-rf", str(self.work)], check=False)
+
+
+def interleaved(peers: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Each peer once to warm up (page cache, SSH login, pooled connection), then `rounds`
+    rounds in the same order, so that drift on the machine hits every peer alike."""
+    for run in peers.values():
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in peers}
+    for _ in range(rounds):
+        for name, run in peers.items():
+            samples[name].append(run())
+    return samples
+
+
+def rate_table(samples: Mapping[str, list[float]], reference_of: Callable[[str], str],
+               ratio_key: str, width: int = 24) -> dict[str, dict[str, Any]]:
+    """Print MB/s as median [min-max] and the ratio to each row's reference peer; return
+    the same figures for the JSON file."""
+    results = {}
+    for name, values in samples.items():
+        med = statistics.median(values)
+        reference = statistics.median(samples[reference_of(name)])
+        results[name] = {"median_mb_s": round(med, 1), "min": round(min(values), 1),
+                         "max": round(max(values), 1), ratio_key: round(med / reference, 2),
+                         "samples": [round(v, 1) for v in values]}
+        print(f"  {name:{width}s} {med:8.1f}  [{min(values):.1f}-{max(values):.1f}]  "
+              f"x{med / reference:.2f}")
+    return results
+
+
+def write_json(path: str, payload: Mapping[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2))
+    print(f"  JSON: {path}")

@@ -7,7 +7,6 @@ through `tunnel` (ftp-tunnel) and through `ssh -D`, interleaved, plus direct.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import SshRig  # noqa: E402
+from bench.rig import SshRig, interleaved, write_json  # noqa: E402
 from testbed.clients.ftplib_socks import SocksFTP  # noqa: E402
 from testbed.net import free_port  # noqa: E402
 from testbed.services.pyftpd import PyFtpd  # noqa: E402
@@ -70,13 +69,9 @@ def main() -> int:
     peers: dict[str, Callable[[], SocksFTP]] = {
         "direct": direct, "ssh -D": via(ssh_port),
         "ssh -D + remote command": via(nodelay_port), "tunnel ftp-tunnel": via(proxy.port)}
-    samples: dict[str, list[float]] = {name: [] for name in peers}
-    try:
-        for connect in peers.values():  # warm-up: the SSH logins happen here
-            one_session(connect)
-        for _ in range(args.sessions):
-            for name, connect in peers.items():
-                samples[name].append(one_session(connect))
+    try:  # the warm-up round is where the SSH logins happen
+        samples = interleaved({name: (lambda connect=connect: one_session(connect))
+                               for name, connect in peers.items()}, args.sessions)
     finally:
         ftp.stop()
         rig.stop()
@@ -91,10 +86,7 @@ def main() -> int:
         results[name] = {"median_ms": round(med, 2), "p10_ms": round(p10, 2),
                          "p90_ms": round(p90, 2), "ratio_vs_ssh_D": round(med / reference, 3)}
         print(f"  {name:20s} {med:8.2f}  [{p10:.2f}-{p90:.2f}]  x{med / reference:.3f}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"sessions": args.sessions, "results": results},
-                                          indent=2))
-    print(f"  JSON: {args.json}")
+    write_json(args.json, {"sessions": args.sessions, "results": results})
     return 0
 
 

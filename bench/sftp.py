@@ -12,10 +12,8 @@ is shown too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +25,7 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import SshRig  # noqa: E402
+from bench.rig import SshRig, interleaved, rate_table, write_json  # noqa: E402
 from tunnel.ssh import cipher_preference  # noqa: E402
 
 HOST = "sftp.bench.test"  # the proxy's rule picks it; nothing resolves it
@@ -80,13 +78,9 @@ def main() -> int:
         "put sftp default": lambda: sftp(None, put),
     }
     size_mb = args.size_mib * (1 << 20) / 1e6
-    samples: dict[str, list[float]] = {name: [] for name in peers}
     try:
-        for run in peers.values():  # warm-up: page cache, SSH login
-            run()
-        for _ in range(args.rounds):
-            for name, run in peers.items():
-                samples[name].append(size_mb / run())
+        samples = interleaved({name: (lambda run=run: size_mb / run())
+                               for name, run in peers.items()}, args.rounds)
     finally:
         rig.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -94,22 +88,11 @@ def main() -> int:
     print(f"ftp-sftp vs OpenSSH sftp, {args.size_mib} MiB over loopback, {args.rounds} "
           f"interleaved rounds, proxy cipher {cipher_preference()[0]} "
           "(MB/s, median [min-max], ratio vs sftp aes128-gcm)")
-    results = {}
-    for name, values in samples.items():
-        direction = "get" if name.startswith(("RETR", "get")) else "put"
-        reference = statistics.median(samples[f"{direction} sftp aes128-gcm"])
-        med = statistics.median(values)
-        results[name] = {"median_mb_s": round(med, 1), "min": round(min(values), 1),
-                         "max": round(max(values), 1),
-                         "ratio_vs_sftp_gcm": round(med / reference, 2),
-                         "samples": [round(v, 1) for v in values]}
-        print(f"  {name:22s} {med:8.1f}  [{min(values):.1f}-{max(values):.1f}]  "
-              f"x{med / reference:.2f}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"size_mib": args.size_mib, "rounds": args.rounds,
-                                           "cpus": os.cpu_count(), "results": results},
-                                          indent=2))
-    print(f"  JSON: {args.json}")
+    results = rate_table(
+        samples, lambda name: ("get" if name.startswith(("RETR", "get")) else "put")
+        + " sftp aes128-gcm", "ratio_vs_sftp_gcm", width=22)
+    write_json(args.json, {"size_mib": args.size_mib, "rounds": args.rounds,
+                           "cpus": os.cpu_count(), "results": results})
     return 0
 
 

@@ -10,9 +10,7 @@ medians, min-max and the ratio against `ssh -D` at aes128-gcm, and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import SshRig  # noqa: E402
+from bench.rig import SshRig, interleaved, rate_table, write_json  # noqa: E402
 from testbed.net import free_port  # noqa: E402
 from testbed.services.pyftpd import PyFtpd  # noqa: E402
 from tunnel.ssh import cipher_preference  # noqa: E402
@@ -65,33 +63,18 @@ def main() -> int:
         f"tunnel {cipher_preference()[0]}": lambda: timed_curl(url, proxy.url),
     }
     size_mb = args.size_mib * (1 << 20) / 1e6
-    samples: dict[str, list[float]] = {name: [] for name in peers}
     try:
-        for run in peers.values():  # warm-up: page cache, SSH login, pooled connection
-            run()
-        for _ in range(args.rounds):
-            for name, run in peers.items():
-                samples[name].append(size_mb / run())
+        samples = interleaved({name: (lambda run=run: size_mb / run())
+                               for name, run in peers.items()}, args.rounds)
     finally:
         ftp.stop()
         rig.stop()
 
-    reference = statistics.median(samples["ssh -D aes128-gcm"])
     print(f"RETR {args.size_mib} MiB over loopback, curl, {args.rounds} interleaved rounds "
           f"(MB/s, median [min-max], ratio vs ssh -D aes128-gcm)")
-    results = {}
-    for name, values in samples.items():
-        med = statistics.median(values)
-        results[name] = {"median_mb_s": round(med, 1), "min": round(min(values), 1),
-                         "max": round(max(values), 1), "ratio_vs_ssh_D_gcm":
-                         round(med / reference, 2), "samples": [round(v, 1) for v in values]}
-        print(f"  {name:24s} {med:8.1f}  [{min(values):.1f}-{max(values):.1f}]  "
-              f"x{med / reference:.2f}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"size_mib": args.size_mib, "rounds": args.rounds,
-                                           "cpus": os.cpu_count(), "results": results},
-                                          indent=2))
-    print(f"  JSON: {args.json}")
+    results = rate_table(samples, lambda _: "ssh -D aes128-gcm", "ratio_vs_ssh_D_gcm")
+    write_json(args.json, {"size_mib": args.size_mib, "rounds": args.rounds,
+                           "cpus": os.cpu_count(), "results": results})
     return 0
 
 
