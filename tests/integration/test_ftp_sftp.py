@@ -23,6 +23,7 @@ from testbed.proxy import TunnelProxy
 from testbed.services.sshd import Sshd
 from testbed.users import ensure_user
 from tests.integration.conftest import ProxyFactory, require
+from tests.integration.test_proxy import profile_toml, rule_toml
 
 HOST = "files.sftp-only.test"  # no FTP server anywhere: the name only picks the rule
 
@@ -63,26 +64,15 @@ def sftp_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
 
 
 @pytest.fixture
-def gateway(start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+def gateway(start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
             sftp_user: tuple[str, str, Path]) -> Gateway:
     user, password, home = sftp_user
     for child in home.iterdir():  # each test starts from an empty home
         shutil.rmtree(child) if child.is_dir() else child.unlink()
-    proxy = start_proxy(f"""
-[[profile]]
-id = "sftp"
-host = "127.0.0.1"
-port = {sshd.port}
-user = ""
-auth = ["password"]
-known_hosts = "{known_hosts}"
-
-[[rule]]
-dst = "{HOST}"
-ports = "21"
-action = "ftp-sftp"
-profile = "sftp"
-""")
+    # The SSH login is the FTP client's USER/PASS (user = "", password only).
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts, pid="sftp", user="",
+                                     auth='["password"]')
+                        + rule_toml(HOST, "ftp-sftp", ports="21", profile="sftp"))
     return Gateway(proxy, user, password, home)
 
 
