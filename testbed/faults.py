@@ -1,10 +1,12 @@
 """Faults on a running topology: netem delay, loss and rate on a link (both directions,
-since netem shapes egress only), a link down and up, a service killed and restarted."""
+since netem shapes egress only), random loss through nftables where the kernel has no
+netem, a link down and up, a service killed and restarted."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 
@@ -48,6 +50,38 @@ def rate(backend: NetnsBackend, link: str, mbit: float) -> None:
 def clear(backend: NetnsBackend, link: str) -> None:
     for host in backend.topology.link(link).hosts:
         backend.run(host, ["tc", "qdisc", "del", "dev", backend.iface(host, link), "root"])
+
+
+LOSS_TABLE = "fts_loss"
+
+
+def loss(backend: NetnsBackend, link: str, pct: float) -> None:
+    """Lose `pct` percent of the packets crossing the link, either way, at random: nftables'
+    `numgen random` in each end's ingress hook drops them on arrival, after the sender let
+    them go, as a wire loses them (a drop on the sender's way out would be reported to the
+    sending socket instead). For kernels without sch_netem; 0 clears."""
+    per_mille = round(pct * 10)
+    for host in backend.topology.link(link).hosts:
+        iface = backend.iface(host, link)
+        table = f"{LOSS_TABLE}_{link}"
+        backend.run(host, ["nft", "delete", "table", "netdev", table])
+        if per_mille <= 0:
+            continue
+        ruleset = (f"table netdev {table} {{\n chain in {{\n"
+                   f'  type filter hook ingress device "{iface}" priority 0; policy accept;\n'
+                   f"  numgen random mod 1000 < {per_mille} counter drop\n }}\n}}\n")
+        done = backend.run(host, ["nft", "-f", "-"], input=ruleset)
+        if done.returncode != 0:
+            raise FaultUnavailable(f"loss on {link}: nft: {done.stderr.strip()}")
+
+
+def lost_packets(backend: NetnsBackend, link: str) -> int:
+    """Packets `loss` has dropped on the link so far (its rules' counters, both ends)."""
+    total = 0
+    for host in backend.topology.link(link).hosts:
+        listed = backend.run(host, ["nft", "list", "table", "netdev", f"{LOSS_TABLE}_{link}"])
+        total += sum(int(n) for n in re.findall(r"counter packets (\d+)", listed.stdout))
+    return total
 
 
 def link_state(backend: NetnsBackend, link: str, up: bool) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed import backends, capture, faults
+from testbed.backends.netns import NetnsBackend
 from testbed.capture import Capture, LinkCapture, Verdict
 from testbed.clients import drivers
 from testbed.proxy import TunnelProxy
@@ -97,6 +98,7 @@ class ScenarioRun:
         self.ssh_user = "root" if self.root else getpass.getuser()
         self.services: list[Service] = []
         self.extra: list[subprocess.Popen[bytes]] = []
+        self.lost: dict[str, int] = {}  # link -> packets its loss fault dropped
         tag = hashlib.sha256(scenario.name.encode()).hexdigest()[:8]
         self.user = f"fts-{tag}"
         self.needles = _Needles("pw-" + secrets.token_hex(10), b"FILEMARK-" +
@@ -138,6 +140,7 @@ class ScenarioRun:
                                  for i, step in enumerate(self.scenario.steps, start=1)]
             finally:
                 captures = [tap.stop() for tap in taps]
+                self._count_losses()
         except Exception as exc:  # the scenario fails; the run goes on to the next one
             self.result.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -321,7 +324,8 @@ class ScenarioRun:
                           topo.address6(client_host) if ipv6 else topo.address(client_host),
                           self.out,
                           remote_name=remote, ftps=step.ftps, limit_rate=step.limit_rate,
-                          socks=(self.backend.socks_host(client_host), SOCKS_PORT))
+                          socks=(self.backend.socks_host(client_host), SOCKS_PORT),
+                          idle=step.idle)
         uploaded = self.site / self.needles.dir_marker / remote
         if "upload" in step.ops:
             uploaded.unlink(missing_ok=True)  # this step's upload must land there itself
@@ -340,8 +344,20 @@ class ScenarioRun:
         return failures
 
     def _fault(self, fault: str) -> None:
-        verb, kind = fault.split()
-        service = self.by_kind[kind]
+        verb, target, *rest = fault.split()
+        if verb == "sleep":
+            time.sleep(float(target))
+            return
+        if verb in ("down", "up", "loss"):
+            if not isinstance(self.backend, NetnsBackend):
+                raise faults.FaultUnavailable(f"{fault!r}: link faults need the netns backend")
+            if verb == "loss":
+                faults.loss(self.backend, target, float(rest[0].rstrip("%")))
+                self.lost.setdefault(target, 0)
+            else:
+                faults.link_state(self.backend, target, up=verb == "up")
+            return
+        service = self.by_kind[target]
         if verb == "stop":
             service.stop()
         elif verb == "start":
@@ -368,6 +384,13 @@ class ScenarioRun:
                 return svc.port
         raise RuntimeError(f"no FTP service on {host or 'any host'} in the scenario")
 
+    def _count_losses(self) -> None:
+        """Read the loss counters while the namespaces still stand: the `lost` check's
+        witness that the fault bit, and a figure for the report."""
+        for link in self.lost:
+            assert isinstance(self.backend, NetnsBackend)
+            self.lost[link] = faults.lost_packets(self.backend, link)
+
     def _judge(self, check: Check, captures: list[Capture]) -> Outcome:
         by_link = {c.link: c for c in captures}
         name = f"{check.verdict}({check.link or check.service})" if (
@@ -378,6 +401,12 @@ class ScenarioRun:
                                                 f"not judged: {why}"))
         if check.verdict == "log":
             return Outcome(name, check.expect, self._log_check(check))
+        if check.verdict == "lost":
+            dropped = self.lost.get(check.link, 0)
+            return Outcome(name, check.expect, Verdict(
+                "lost", check.link, dropped > 0,
+                f"{dropped} packets dropped on {check.link}" if check.link in self.lost
+                else f"no loss fault was applied to {check.link}"))
         if check.verdict == "encrypted":
             verdict = capture.encrypted(by_link[check.link], self.needles.all())
         elif check.verdict == "only_ssh":

@@ -18,9 +18,14 @@ SERVICE_KINDS = ("sshd", "pyftpdlib", "vsftpd", "proftpd", "pure-ftpd")
 PROXY_KINDS = ("none", "tunnel", "ssh-D")
 CLIENTS = ("curl", "lftp", "ftplib", "tnftp")
 MODES = ("epsv", "pasv", "active")
-OPS = ("upload", "download", "list")
-CHECKS = ("encrypted", "cleartext", "no_bypass", "only_ssh", "integrity", "log")
-FAULT = re.compile(r"(stop|start|restart) ([a-z-]+)")
+DEFAULT_OPS = ("upload", "download", "list")
+OPS = (*DEFAULT_OPS, "wait")  # wait: sit idle `idle` seconds (ftplib only)
+CHECKS = ("encrypted", "cleartext", "no_bypass", "only_ssh", "integrity", "log", "lost")
+SERVICE_FAULT = re.compile(r"(stop|start|restart) ([a-z-]+)")
+LINK_FAULT = re.compile(r"(down|up) ([\w-]+)|loss ([\w-]+) (\d+(?:\.\d+)?)%")
+SLEEP_FAULT = re.compile(r"sleep (\d+(?:\.\d+)?)")
+FAULT_FORMS = ("'stop|start|restart <service kind>', 'down|up <link>', 'loss <link> <n>%' "
+               "or 'sleep <seconds>'")
 
 
 class ScenarioError(ValueError):
@@ -54,13 +59,15 @@ class Step:
     server: str
     expect: str = "ok"  # ok | fail | any
     password: str = ""  # "" = the user's own; anything else is sent instead (a wrong one)
-    before: tuple[str, ...] = ()  # faults first: "stop sshd", "start sshd", "restart sshd"
+    # Faults first, in order: "restart sshd", "loss lan 5%", "down lan", "sleep 5", ...
+    before: tuple[str, ...] = ()
     ftps: bool = False  # the client asks for TLS first (curl --ssl)
     parallel: int = 1  # this many clients at once, users taken in turn
     during: tuple[str, ...] = ()  # faults while the transfer runs, `after` seconds in
     after: float = 1.0
     limit_rate: str = ""  # curl --limit-rate, to keep a transfer running long enough
     port: int = 0  # the FTP port the client dials; 0 = the FTP service's (ftp-sftp has none)
+    idle: float = 10.0  # seconds the `wait` operation sits idle on the control connection
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,20 @@ def _choice(path: Path, key: str, value: object, options: tuple[str, ...]) -> st
     return str(value)
 
 
+def _check_fault(path: Path, key: str, fault: str, topology: Topology) -> None:
+    service, link = SERVICE_FAULT.fullmatch(fault), LINK_FAULT.fullmatch(fault)
+    if service is not None and service.group(2) in SERVICE_KINDS:
+        return
+    if SLEEP_FAULT.fullmatch(fault):
+        return
+    if link is None:
+        raise ScenarioError(path, key, f"{fault!r}: want {FAULT_FORMS}")
+    try:
+        topology.link(link.group(2) or link.group(3))
+    except TopologyError as exc:
+        raise ScenarioError(path, key, f"{fault!r}: {exc}") from None
+
+
 def load(path: Path) -> Scenario:
     try:
         data = tomllib.loads(path.read_text())
@@ -130,16 +151,16 @@ def load(path: Path) -> Scenario:
         raise ScenarioError(path, "proxy.host", f"no host {proxy.host!r}")
     steps = []
     for i, spec in enumerate(data.get("step", []), start=1):
-        ops = tuple(spec.get("ops", OPS))
+        ops = tuple(spec.get("ops", DEFAULT_OPS))
         for op in ops:
             _choice(path, f"step[{i}].ops", op, OPS)
         before = tuple(spec.get("before", ()))
         during = tuple(spec.get("during", ()))
         for fault in (*before, *during):
-            match = FAULT.fullmatch(fault)
-            if match is None or match.group(2) not in SERVICE_KINDS:
-                raise ScenarioError(path, f"step[{i}].before",
-                                    f"{fault!r}: want 'stop|start|restart <service kind>'")
+            _check_fault(path, f"step[{i}].before", fault, topology)
+        if "wait" in ops and spec.get("client", "curl") != "ftplib":
+            raise ScenarioError(path, f"step[{i}].ops", "'wait' needs client = \"ftplib\" "
+                                "(the others cannot idle on an open session)")
         steps.append(Step(_choice(path, f"step[{i}].client", spec.get("client", "curl"), CLIENTS),
                           _choice(path, f"step[{i}].mode", spec.get("mode", "epsv"), MODES),
                           ops, spec.get("server", "ftp"),
@@ -147,7 +168,8 @@ def load(path: Path) -> Scenario:
                                   ("ok", "fail", "any")),
                           str(spec.get("password", "")), before, bool(spec.get("ftps", False)),
                           int(spec.get("parallel", 1)), during, float(spec.get("after", 1.0)),
-                          str(spec.get("limit_rate", "")), int(spec.get("port", 0))))
+                          str(spec.get("limit_rate", "")), int(spec.get("port", 0)),
+                          float(spec.get("idle", 10.0))))
     checks = []
     for i, spec in enumerate(data.get("check", []), start=1):
         check = Check(_choice(path, f"check[{i}].verdict", spec.get("verdict"), CHECKS),
@@ -163,7 +185,7 @@ def load(path: Path) -> Scenario:
         if check.verdict == "log" and check.service not in (*SERVICE_KINDS, "tunnel"):
             raise ScenarioError(path, f"check[{i}].service",
                                 f"{check.service!r} is not a service kind or 'tunnel'")
-        if check.verdict in ("encrypted", "cleartext", "only_ssh"):
+        if check.verdict in ("encrypted", "cleartext", "only_ssh", "lost"):
             try:
                 topology.link(check.link)
             except TopologyError as exc:

@@ -152,6 +152,9 @@ class FtpLayer:
         self._active: tuple[str, int] | None = None  # the client's PORT/EPRT address
         self._active_transfer: Command | None = None  # transfer waiting for its data path
         self._server_lacks_epsv = False
+        # The server's last word: a close after 221 (QUIT) or 421 (its own notice) is one
+        # the client has already heard about; any other close is a crash or a cut.
+        self._last_reply_code = 0
         self._pre_login: dict[str, Callable[[Command], list[Action]]] = {
             "USER": self._pre_user, "PASS": self._pre_pass, "FEAT": self._pre_feat,
             "OPTS": self._pre_opts, "SYST": self._pre_syst, "NOOP": self._pre_noop,
@@ -234,8 +237,17 @@ class FtpLayer:
             return [ToClient(reply_line(421, "Service not available: the SSH connection to "
                                         "the server was lost.")),
                     *self._close("SSH connection lost")]
-        if self.state is State.RELAY:
+        if self.state is State.RELAY and self._last_reply_code in (221, 421) \
+                and not self._pending:
             return self._close("FTP server closed the control connection")
+        if self.state is State.RELAY:
+            # RFC 959 §4.2: 421 "may be a reply to any command if the service knows it
+            # must shut down"; here the proxy knows for the server, which went silent.
+            return [ToClient(reply_line(421, "Service not available: the FTP server closed "
+                                        "the control connection.")),
+                    Note("the FTP server closed the control connection unannounced; told "
+                         "the client 421"),
+                    *self._close("FTP server closed the control connection unannounced")]
         return [ToClient(reply_line(421, "Service not available: the FTP server closed the "
                                     "connection.")), *self._close("server closed during login")]
 
@@ -338,6 +350,7 @@ class FtpLayer:
 
     # -- server replies ----------------------------------------------------------------------
     def _server_reply(self, reply: Reply) -> list[Action]:
+        self._last_reply_code = reply.code
         if self.state is State.REPLAY_GREETING:
             return self._replay_greeting(reply)
         if self.state is State.REPLAY_USER:

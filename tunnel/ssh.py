@@ -105,11 +105,11 @@ class Lease:
 
 
 class _PoolClient(asyncssh.SSHClient):
-    def __init__(self, on_lost: Callable[[], None]) -> None:
+    def __init__(self, on_lost: Callable[[Exception | None], None]) -> None:
         self._on_lost = on_lost
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._on_lost()
+        self._on_lost(exc)
 
 
 class SSHPool:
@@ -264,8 +264,10 @@ class SSHPool:
         label = f"{login.user}@{host}:{profile.port}" + (f" via {gateway.label}" if gateway else "")
         holder: list[_Entry] = []
 
-        def on_lost() -> None:
+        def on_lost(exc: Exception | None) -> None:
             if holder:
+                if exc is not None and not holder[0].closed:  # not our own close: say why
+                    log.warning("SSH connection %s lost: %s", label, exc)
                 self._drop(holder[0])
 
         options = self._options(profile, host, login)

@@ -39,6 +39,7 @@ class Job:
     ftps: bool = False  # ask for TLS first (curl --ssl: go on in plain if refused)
     limit_rate: str = ""  # curl --limit-rate
     socks: tuple[str, int] = SOCKS  # the proxy, as the client host dials it
+    idle: float = 10.0  # seconds the `wait` operation sits idle (ftplib)
 
     @property
     def remote(self) -> str:
@@ -112,11 +113,11 @@ def _lftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:
 
 
 FTPLIB_SCRIPT = """
-import ftplib, sys
+import ftplib, sys, time
 sys.path.insert(0, sys.argv[1])
 from testbed.clients.ftplib_socks import SocksFTP
 (_, _, proxied, server, port, user, password, directory, payload, download, mode,
- ops, name, socks) = sys.argv
+ ops, name, socks, idle) = sys.argv
 ftp = SocksFTP(f"socks5://{socks}") if proxied == "1" else ftplib.FTP(timeout=30)
 ftp.connect(server, int(port))
 ftp.login(user, password)
@@ -129,6 +130,8 @@ for op in ops.split(","):
             pass
         with open(payload, "rb") as fh:
             print(ftp.storbinary(f"STOR {directory}/{name}", fh))
+    elif op == "wait":
+        time.sleep(float(idle))  # an idle session: nothing on the control connection
     elif op == "download":
         with open(download, "wb") as fh:
             print(ftp.retrbinary(f"RETR {directory}/{name}", fh.write))
@@ -143,7 +146,7 @@ def _ftplib(job: Job, mode: str, ops: tuple[str, ...]) -> str:
     return _exec(job, [sys.executable, "-c", FTPLIB_SCRIPT, root, "1" if job.proxied else "0",
                        job.server, str(job.port), job.user, job.password, job.directory,
                        str(job.payload), str(job.download), mode, ",".join(ops),
-                       job.remote_name, f"{job.socks[0]}:{job.socks[1]}"])
+                       job.remote_name, f"{job.socks[0]}:{job.socks[1]}", str(job.idle)])
 
 
 def _tnftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:

@@ -123,3 +123,46 @@ def test_sweep_removes_only_a_dead_runs_namespaces() -> None:
     finally:
         for ns in (stale, foreign, live):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+UDP_SINK = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7002))
+s.settimeout(2)
+got = 0
+try:
+    while True:
+        s.recv(64)
+        got += 1
+except TimeoutError:
+    print(got)
+"""
+UDP_SEND = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for n in range(2000):
+    s.sendto(b"x", (sys.argv[1], 7002))
+    if n % 100 == 0:
+        time.sleep(0.01)  # never overrun the sink's buffer: only the link may drop
+"""
+
+
+def udp_delivered(b: NetnsBackend) -> int:
+    """Of 2,000 datagrams sent client -> ssh, how many arrived."""
+    sink = subprocess.Popen([*b.exec_prefix("ssh"), sys.executable, "-c", UDP_SINK],
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    sent = b.run("client", [sys.executable, "-c", UDP_SEND, "ssh"])
+    assert sent.returncode == 0, sent.stderr
+    out, _ = sink.communicate(timeout=30)
+    return int(out)
+
+
+def test_random_loss_drops_its_share_and_clears(backend: NetnsBackend) -> None:
+    assert udp_delivered(backend) == 2000  # the control: a clean link loses nothing
+    faults.loss(backend, "lan", pct=20)
+    lossy = udp_delivered(backend)
+    assert 1400 <= lossy <= 1800, lossy  # 20% of 2,000 is 400 lost; binomial sd is 18
+    faults.loss(backend, "lan", pct=0)
+    assert udp_delivered(backend) == 2000

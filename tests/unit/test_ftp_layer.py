@@ -233,4 +233,21 @@ def test_lost_ssh_connection_is_421_to_the_client() -> None:
     assert isinstance(out[-1], Close)
     normal = app_layer()
     logged_in(normal)
+    normal.client_data(b"QUIT\r\n")
+    normal.server_data(b"221 bye\r\n")
     assert [type(a) for a in normal.server_closed()] == [Close]  # the server said goodbye
+
+
+def test_server_gone_silent_mid_transfer_is_421_once() -> None:
+    crashed = app_layer()
+    logged_in(crashed)
+    crashed.client_data(b"RETR big\r\n")
+    crashed.server_data(b"150 here it comes\r\n")
+    out = said(crashed.server_closed())
+    assert out[0] == ToClient(b"421 Service not available: the FTP server closed the control "
+                              b"connection.\r\n")
+    assert isinstance(out[-1], Close)
+    timed_out = app_layer()  # the server's own 421 (an idle timeout) is not said twice
+    logged_in(timed_out)
+    timed_out.server_data(b"421 Timeout.\r\n")
+    assert [type(a) for a in timed_out.server_closed()] == [Close]

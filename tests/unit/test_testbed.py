@@ -69,6 +69,32 @@ def test_bad_scenarios_say_where(tmp_path: Path, extra: str, reason: str) -> Non
         load(path)
 
 
+@pytest.mark.parametrize(("step", "reason"), [
+    ('before = ["loss nope 5%"]', "no link named 'nope'"),
+    ('before = ["loss l 5"]', "want 'stop|start|restart"),
+    ('during = ["reboot sshd"]', "'reboot sshd'"),
+    ('during = ["sleep soon"]', "'sleep soon'"),
+    ('ops = ["wait"]', "'wait' needs client = \"ftplib\""),
+])
+def test_bad_faults_and_ops_say_where(tmp_path: Path, step: str, reason: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
+                    '[[topology.link]]\nname = "l"\nhosts = ["a", "b"]\n'
+                    f'[[step]]\nmode = "epsv"\n{step}\n')
+    with pytest.raises(ScenarioError, match=re.escape(reason)):
+        load(path)
+
+
+def test_link_faults_and_an_idle_session_load(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
+                    '[[topology.link]]\nname = "l"\nhosts = ["a", "b"]\n'
+                    '[[step]]\nclient = "ftplib"\nmode = "pasv"\nops = ["wait"]\nidle = 2.5\n'
+                    'before = ["loss l 2.5%", "down l", "sleep 1", "up l", "restart sshd"]\n')
+    step = load(path).steps[0]
+    assert step.idle == 2.5 and step.before[0] == "loss l 2.5%"
+
+
 def write_pcap(path: Path, segments: list[tuple[int, bytes]], syn: bool = True) -> None:
     from scapy.layers.inet import IP, TCP
     from scapy.utils import wrpcap
