@@ -1,5 +1,5 @@
 # Thin wrappers over ci/. `make demo` and `make test` set the machine up first.
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench fuzz
 setup:
 	bash ci/setup
 
@@ -10,11 +10,15 @@ test: setup
 	bash ci/test
 
 lint: setup
-	.venv/bin/ruff check tunnel testbed tests bench
+	.venv/bin/ruff check tunnel testbed tests bench fuzz
 	.venv/bin/mypy tunnel
 
 bench: setup
 	.venv/bin/python bench/throughput.py
+	.venv/bin/python bench/concurrent.py
 	.venv/bin/python bench/session_setup.py
 	.venv/bin/python bench/memory.py
 	.venv/bin/python bench/sftp.py
+
+fuzz: setup
+	.venv/bin/python -m fuzz.campaign

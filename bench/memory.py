@@ -16,15 +16,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import SshRig, write_json  # noqa: E402
+from bench.rig import SshRig, proc_status_kib, write_json  # noqa: E402
 from testbed.socks_client import socks5_connect  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    return proc_status_kib(pid, "VmRSS")
 
 
 def main() -> int:

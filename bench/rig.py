@@ -5,6 +5,7 @@ known_hosts that trusts it, and `tunnel` with one key-auth profile and one rule;
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ class SshRig:
         self.known_hosts.write_text(self.sshd.known_hosts_line())
         self._procs: list[subprocess.Popen[bytes]] = []
         self._proxies: list[TunnelProxy] = []
+        self.dynamic_pids: dict[int, int] = {}  # ssh -D SOCKS port -> the ssh client's pid
 
     @classmethod
     def start(cls) -> SshRig | None:
@@ -74,6 +76,7 @@ profile = "bench"
                                      *([remote_command] if remote_command else [])],
                                     stdout=subprocess.DEVNULL, stderr=log)
         self._procs.append(proc)
+        self.dynamic_pids[port] = proc.pid
         wait_port("127.0.0.1", port, 15, alive=lambda: proc.poll() is None)
         return port
 
@@ -85,6 +88,25 @@ profile = "bench"
             proxy.stop()
         self.sshd.stop()
         subprocess.run(["rm", "-rf", str(self.work)], check=False)
+
+
+def curl_argv(proxy: str | None, *args: str) -> list[str]:
+    """curl, through the SOCKS proxy at `proxy` (names resolved by the proxy) or direct."""
+    return ["curl", "-sS", *(["--socks5-hostname", proxy] if proxy else []), *args]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_kib(pid: int, key: str) -> int:
+    """A memory figure from /proc/PID/status: VmRSS now, VmHWM the peak so far."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {key} for pid {pid}")
 
 
 def interleaved(peers: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:

@@ -1,8 +1,9 @@
-"""Single-stream RETR throughput: tunnel vs `ssh -D` (aes128-gcm and default) vs direct.
+"""Single-stream RETR and STOR throughput: tunnel vs `ssh -D` (aes128-gcm and default) vs
+direct, and the proxy's CPU seconds per GiB moved.
 
-Real sshd and pyftpdlib on loopback; curl is the FTP client for every path, so only the
-path differs. Runs are interleaved A/B/C/D in rounds so drift hits all peers alike. Prints
-medians, min-max and the ratio against `ssh -D` at aes128-gcm, and writes JSON.
+Real sshd and pyftpdlib on loopback (files in /dev/shm); curl is the FTP client for every
+path, so only the path differs. Runs are interleaved in rounds so drift hits all peers
+alike. Prints medians, min-max and the ratio against `ssh -D` at aes128-gcm, and writes JSON.
 
     .venv/bin/python bench/throughput.py [--size-mib 512] [--rounds 3]
 """
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import SshRig, interleaved, rate_table, write_json  # noqa: E402
+from bench.rig import (  # noqa: E402
+    SshRig,
+    cpu_seconds,
+    curl_argv,
+    interleaved,
+    rate_table,
+    write_json,
+)
 from testbed.net import free_port  # noqa: E402
 from testbed.services.pyftpd import PyFtpd  # noqa: E402
 from tunnel.ssh import cipher_preference  # noqa: E402
@@ -28,13 +39,14 @@ from tunnel.ssh import cipher_preference  # noqa: E402
 USER, PASSWORD = "bench", "bench-pw"
 
 
-def timed_curl(url: str, proxy: str | None) -> float:
-    argv = ["curl", "-sS", "-o", "/dev/null", url]
-    if proxy:
-        argv[1:1] = ["--socks5-hostname", proxy]
+def metered(argv: list[str], proxy_pid: int | None, cpu: list[float]) -> float:
+    """Run the transfer; return its seconds, and append the proxy's CPU seconds for it."""
+    before = cpu_seconds(proxy_pid) if proxy_pid else 0.0
     start = time.perf_counter()
     subprocess.run(argv, check=True, timeout=600)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    cpu.append(cpu_seconds(proxy_pid) - before if proxy_pid else 0.0)
+    return elapsed
 
 
 def main() -> int:
@@ -46,22 +58,32 @@ def main() -> int:
     rig = SshRig.start()
     if rig is None:
         return 2
-    root = rig.work / "ftproot"
-    root.mkdir()
-    with open(root / "file.bin", "wb") as fh:
+    shm = Path("/dev/shm")  # STOR lands here: the disk must not be what is measured
+    root = Path(tempfile.mkdtemp(prefix="fts-bench-ftp-", dir=shm if shm.is_dir() else None))
+    source = root / "file.bin"
+    with open(source, "wb") as fh:
         for _ in range(args.size_mib):
             fh.write(os.urandom(1 << 20))
     ftp = PyFtpd(root, free_port(), USER, PASSWORD, log_path=rig.work / "ftp.log").start()
     proxy = rig.tunnel("localhost", "*", "tunnel")
+    assert proxy.proc is not None
     gcm_port = rig.ssh_dynamic("aes128-gcm@openssh.com", "ssh-gcm")
     default_port = rig.ssh_dynamic(None, "ssh-default")
-    url = f"ftp://{USER}:{PASSWORD}@localhost:{ftp.port}/file.bin"
-    peers: dict[str, Callable[[], float]] = {
-        "direct": lambda: timed_curl(url, None),
-        "ssh -D aes128-gcm": lambda: timed_curl(url, f"127.0.0.1:{gcm_port}"),
-        "ssh -D default": lambda: timed_curl(url, f"127.0.0.1:{default_port}"),
-        f"tunnel {cipher_preference()[0]}": lambda: timed_curl(url, proxy.url),
+    base = f"ftp://{USER}:{PASSWORD}@localhost:{ftp.port}/"
+    paths: dict[str, tuple[str | None, int | None]] = {
+        "direct": (None, None),
+        "ssh -D aes128-gcm": (f"127.0.0.1:{gcm_port}", rig.dynamic_pids[gcm_port]),
+        "ssh -D default": (f"127.0.0.1:{default_port}", rig.dynamic_pids[default_port]),
+        f"tunnel {cipher_preference()[0]}": (proxy.url, proxy.proc.pid),
     }
+    cpu: dict[str, list[float]] = {}
+    peers: dict[str, Callable[[], float]] = {}
+    for name, (via, pid) in paths.items():
+        for verb, argv in (("RETR", curl_argv(via, "-o", "/dev/null", base + "file.bin")),
+                           ("STOR", curl_argv(via, "-T", str(source), base + "up.bin"))):
+            cpu[f"{verb} {name}"] = []
+            peers[f"{verb} {name}"] = (lambda argv=argv, pid=pid, out=cpu[f"{verb} {name}"]:
+                                       metered(argv, pid, out))
     size_mb = args.size_mib * (1 << 20) / 1e6
     try:
         samples = interleaved({name: (lambda run=run: size_mb / run())
@@ -69,10 +91,22 @@ def main() -> int:
     finally:
         ftp.stop()
         rig.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
-    print(f"RETR {args.size_mib} MiB over loopback, curl, {args.rounds} interleaved rounds "
-          f"(MB/s, median [min-max], ratio vs ssh -D aes128-gcm)")
-    results = rate_table(samples, lambda _: "ssh -D aes128-gcm", "ratio_vs_ssh_D_gcm")
+    print(f"RETR and STOR {args.size_mib} MiB over loopback, curl, {args.rounds} interleaved "
+          f"rounds (MB/s, median [min-max], ratio vs ssh -D aes128-gcm, same verb)")
+    results = rate_table(samples, lambda name: name.split()[0] + " ssh -D aes128-gcm",
+                         "ratio_vs_ssh_D_gcm", width=30)
+    gib = args.size_mib / 1024
+    print("Proxy CPU seconds per GiB moved (median; the proxy process alone: tunnel, or the "
+          "ssh client of ssh -D)")
+    for name, values in cpu.items():
+        if "direct" in name:
+            continue
+        # interleaved() warms each peer up once first: that run's figure is left out.
+        per_gib = statistics.median(values[1:]) / gib
+        results[name]["proxy_cpu_s_per_gib"] = round(per_gib, 2)
+        print(f"  {name:30s} {per_gib:6.2f} s/GiB")
     write_json(args.json, {"size_mib": args.size_mib, "rounds": args.rounds,
                            "cpus": os.cpu_count(), "results": results})
     return 0

@@ -99,6 +99,8 @@ class ScenarioRun:
         self.services: list[Service] = []
         self.extra: list[subprocess.Popen[bytes]] = []
         self.lost: dict[str, int] = {}  # link -> packets its loss fault dropped
+        self.proxy_peak_kib = 0  # the tunnel's VmHWM when the steps ended
+        self._session_seconds: list[float] = []  # the running step's client runs
         tag = hashlib.sha256(scenario.name.encode()).hexdigest()[:8]
         self.user = f"fts-{tag}"
         self.needles = _Needles("pw-" + secrets.token_hex(10), b"FILEMARK-" +
@@ -141,6 +143,7 @@ class ScenarioRun:
             finally:
                 captures = [tap.stop() for tap in taps]
                 self._count_losses()
+                self.proxy_peak_kib = self._proxy_peak_kib()
         except Exception as exc:  # the scenario fails; the run goes on to the next one
             self.result.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -291,6 +294,7 @@ class ScenarioRun:
         timer = threading.Timer(step.after, lambda: [self._fault(f) for f in step.during])
         if step.during:
             timer.start()
+        self._session_seconds = []
         with ThreadPoolExecutor(max_workers=step.parallel) as pool:
             runs = list(pool.map(lambda n: self._transfer(index, n, step),
                                  range(step.parallel)))
@@ -300,6 +304,10 @@ class ScenarioRun:
         passed = not failures
         detail = (f"{len(failures)} failed: {'; '.join(sorted(set(failures))[:3])}" if failures
                   else f"{', '.join(step.ops)} by {label}")
+        if step.parallel > 1:
+            times = sorted(self._session_seconds)
+            detail += (f"; session p50 {times[len(times) // 2]:.2f} s, "
+                       f"p99 {times[min(len(times) - 1, len(times) * 99 // 100)]:.2f} s")
         expected = {"ok": "pass", "fail": "fail", "any": "pass" if passed else "fail"}[step.expect]
         return Outcome(f"step{index}", expected, Verdict("transfer", label, passed, detail))
 
@@ -329,7 +337,9 @@ class ScenarioRun:
         uploaded = self.site / self.needles.dir_marker / remote
         if "upload" in step.ops:
             uploaded.unlink(missing_ok=True)  # this step's upload must land there itself
+        started = time.monotonic()
         transcript = drivers.run(step.client, job, step.mode, step.ops)
+        self._session_seconds.append(time.monotonic() - started)
         (self.out / f"step{index}{suffix}.transcript").write_text(transcript)
         failures = []
         if "upload" in step.ops and self._sha(uploaded) != self.payload_sha:
@@ -384,6 +394,35 @@ class ScenarioRun:
                 return svc.port
         raise RuntimeError(f"no FTP service on {host or 'any host'} in the scenario")
 
+    def _secrets(self) -> Verdict:
+        """Every password of the run (the users' own and any wrong one a step sent) against
+        everything the proxy wrote (log with its tracebacks, audit, any core) and everything
+        the clients were told (their transcripts hold the replies and errors they got)."""
+        passwords = {self.needles.password, *self.needles.extra_passwords,
+                     *(step.password for step in self.scenario.steps if step.password)}
+        files = [p for p in (self.out / "tunnel").rglob("*") if p.is_file()
+                 and p.name != "tunnel.toml"]  # the config: written by us, holds no password
+        files += sorted(self.out.glob("step*.transcript"))
+        if not files:
+            return Verdict("secrets", "tunnel", False, "nothing to judge: the proxy wrote nothing")
+        leaks = [f"{path.relative_to(self.out)} holds {password[:6]}..."
+                 for path in files for password in passwords
+                 if password.encode() in path.read_bytes()]
+        return Verdict("secrets", "tunnel", not leaks,
+                       f"{len(passwords)} passwords in none of {len(files)} files" if not leaks
+                       else "; ".join(leaks[:3]))
+
+    def _proxy_peak_kib(self) -> int:
+        proxy = self.by_kind.get("tunnel")
+        if proxy is None or proxy.proc is None or proxy.proc.poll() is not None:
+            return 0
+        try:
+            status = Path(f"/proc/{proxy.proc.pid}/status").read_text()
+        except OSError:
+            return 0
+        return next((int(line.split()[1]) for line in status.splitlines()
+                     if line.startswith("VmHWM:")), 0)
+
     def _count_losses(self) -> None:
         """Read the loss counters while the namespaces still stand: the `lost` check's
         witness that the fault bit, and a figure for the report."""
@@ -401,6 +440,13 @@ class ScenarioRun:
                                                 f"not judged: {why}"))
         if check.verdict == "log":
             return Outcome(name, check.expect, self._log_check(check))
+        if check.verdict == "secrets":
+            return Outcome(name, check.expect, self._secrets())
+        if check.verdict == "memory":
+            peak = self.proxy_peak_kib / 1024
+            return Outcome(name, check.expect, Verdict(
+                "memory", "tunnel", 0 < peak <= check.max_mib,
+                f"proxy peak RSS {peak:.1f} MiB (limit {check.max_mib:g} MiB)"))
         if check.verdict == "lost":
             dropped = self.lost.get(check.link, 0)
             return Outcome(name, check.expect, Verdict(

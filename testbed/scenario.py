@@ -20,7 +20,8 @@ CLIENTS = ("curl", "lftp", "ftplib", "tnftp")
 MODES = ("epsv", "pasv", "active")
 DEFAULT_OPS = ("upload", "download", "list")
 OPS = (*DEFAULT_OPS, "wait")  # wait: sit idle `idle` seconds (ftplib only)
-CHECKS = ("encrypted", "cleartext", "no_bypass", "only_ssh", "integrity", "log", "lost")
+CHECKS = ("encrypted", "cleartext", "no_bypass", "only_ssh", "integrity", "log", "lost",
+          "memory", "secrets")
 SERVICE_FAULT = re.compile(r"(stop|start|restart) ([a-z-]+)")
 LINK_FAULT = re.compile(r"(down|up) ([\w-]+)|loss ([\w-]+) (\d+(?:\.\d+)?)%")
 SLEEP_FAULT = re.compile(r"sleep (\d+(?:\.\d+)?)")
@@ -80,6 +81,7 @@ class Check:
     absent: tuple[str, ...] = ()  # for `log`: text that must not
     times: int = 1  # for `log`: each present line at least this often
     between: tuple[str, ...] = ()  # for `no_bypass`: (client, far host); default client, FTP
+    max_mib: float = 0  # for `memory`: the proxy's peak resident set (VmHWM) may not pass it
 
 
 @dataclass
@@ -178,10 +180,13 @@ def load(path: Path) -> Scenario:
                               ("pass", "fail")),
                       spec.get("service", ""), tuple(spec.get("present", ())),
                       tuple(spec.get("absent", ())), int(spec.get("times", 1)),
-                      tuple(spec.get("between", ())))
+                      tuple(spec.get("between", ())), float(spec.get("max_mib", 0)))
         if check.between and (len(check.between) != 2
                               or any(h not in topology.hosts for h in check.between)):
             raise ScenarioError(path, f"check[{i}].between", "name two hosts of the topology")
+        if check.verdict == "memory" and (check.max_mib <= 0 or proxy.kind != "tunnel"):
+            raise ScenarioError(path, f"check[{i}].max_mib",
+                                "a memory check needs max_mib > 0 and a tunnel proxy")
         if check.verdict == "log" and check.service not in (*SERVICE_KINDS, "tunnel"):
             raise ScenarioError(path, f"check[{i}].service",
                                 f"{check.service!r} is not a service kind or 'tunnel'")

@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(cfg: Config, verbose: bool, dry_run: bool = False) -> int:
+    from tunnel.hardening import protect_process_memory
     from tunnel.server import ProxyServer  # asyncssh is only needed to serve
+
+    protect_process_memory()  # before the first password can arrive
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

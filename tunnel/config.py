@@ -261,6 +261,13 @@ def _positive(table: _Table, key: str, default: float) -> float:
     return value
 
 
+def _at_least_one(table: _Table, key: str, default: int) -> int:
+    value = table.get(key, int, default)
+    if value < 1:
+        raise table.error(key, "must be 1 or more")
+    return value
+
+
 def _parse_proxy(t: _Table) -> ProxyConfig:
     d = ProxyConfig()
     listen = tuple(_parse_listen(t, s) for s in t.get_str_list("listen", ("127.0.0.1:1080",)))
@@ -324,7 +331,7 @@ def _parse_profile(t: _Table, base_dir: str) -> Profile:
         ),
         gateway=t.get("gateway", str, ""),
         keepalive_interval=_positive(t, "keepalive_interval", 15.0),
-        keepalive_count_max=t.get("keepalive_count_max", int, 3),
+        keepalive_count_max=_at_least_one(t, "keepalive_count_max", 3),
         idle_timeout=_positive(t, "idle_timeout", 300.0),
         ciphers=t.get_str_list("ciphers", ()),
         nodelay_command=t.get("nodelay_command", str, "true"),

@@ -35,8 +35,17 @@ class FtpError(RemoteProtocolError):
         self.code = code
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    """Reply text may echo what the client sent (a user name): a stray CR or NUL becomes a
+    space, and bytes that were not UTF-8 (kept as surrogates) become U+FFFD."""
+    return _CONTROL_CHARACTERS.sub(" ", text).encode("utf-8", "replace").decode("utf-8")
+
+
 def reply_line(code: int, text: str) -> bytes:
-    return f"{code} {text}\r\n".encode()
+    return f"{code} {_printable(text)}\r\n".encode()
 
 
 def multiline_reply(code: int, lines: list[str]) -> bytes:
@@ -44,6 +53,7 @@ def multiline_reply(code: int, lines: list[str]) -> bytes:
     mistaken for the terminating `ddd ` line."""
     if len(lines) == 1:
         return reply_line(code, lines[0])
+    lines = [_printable(line) for line in lines]
     body = "".join(f" {line}\r\n" for line in lines[1:-1])
     return f"{code}-{lines[0]}\r\n{body}{code} {lines[-1]}\r\n".encode()
 

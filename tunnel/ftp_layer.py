@@ -127,6 +127,15 @@ class _Pending(enum.Enum):
     ACTIVE_PASV = enum.auto()  # our PASV for an active transfer: consume
 
 
+def _is_utf8(text: str) -> bool:
+    """Arguments are decoded with surrogateescape: a surrogate marks a byte that was not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class FtpLayer:
     def __init__(self, *, client_host: str, server_host: str, credentials_from_app: bool,
                  send_password: bool = True,
@@ -203,12 +212,15 @@ class FtpLayer:
         return out
 
     def upstream_opened(self) -> list[Action]:
-        self.state = State.REPLAY_GREETING
+        if self.state is not State.CLOSED:  # the client may have left while SSH connected
+            self.state = State.REPLAY_GREETING
         return []
 
     def upstream_failed(self, message: str, auth_refused: bool) -> list[Action]:
         """The SSH login or the channel to the FTP server failed."""
         self._password = None
+        if self.state is State.CLOSED:
+            return []
         if auth_refused:
             user, self.user = self.user, ""
             self.state = State.PRE_LOGIN
@@ -219,7 +231,7 @@ class FtpLayer:
 
     def active_ready(self, ok: bool, detail: str = "") -> list[Action]:
         command, self._active_transfer = self._active_transfer, None
-        if command is None:
+        if command is None or self.state is State.CLOSED:  # the session ended meanwhile
             return []
         if not ok:
             self._active = None
@@ -269,12 +281,18 @@ class FtpLayer:
     def _pre_user(self, command: Command) -> list[Action]:
         if not command.arg:
             return [ToClient(reply_line(501, "USER needs a user name."))]
+        if not _is_utf8(command.arg):  # it becomes the SSH user name, which is UTF-8
+            return [ToClient(reply_line(501, "User name is not valid UTF-8.")),
+                    Note("USER refused: not valid UTF-8")]
         self.user = command.arg
         return [ToClient(reply_line(331, f"Password required for {command.arg}."))]
 
     def _pre_pass(self, command: Command) -> list[Action]:
         if not self.user:
             return [ToClient(reply_line(503, "Login with USER first."))]
+        if not _is_utf8(command.arg):  # the SSH password is UTF-8 too (RFC 4252 §8)
+            return [ToClient(reply_line(501, "Password is not valid UTF-8.")),
+                    Note("PASS refused: not valid UTF-8")]
         self._password = command.arg
         self.state = State.CONNECTING
         return [OpenUpstream(self.user, command.arg if self.send_password else None),
@@ -311,7 +329,7 @@ class FtpLayer:
         # RFC 2228 §3: 534 "Request denied for policy reasons". The SSH tunnel encrypts.
         return [ToClient(reply_line(534, "TLS refused: this session already runs inside an "
                                     "encrypted SSH tunnel; continue in plain FTP.")),
-                Note(f"refused {command.verb} {command.arg} (ftps = refuse)")]
+                Note(f"refused {command.verb} {command.arg[:16]!r} (ftps = refuse)")]
 
     def _port(self, command: Command) -> list[Action]:
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.net import free_port, wait_port
 from testbed.proxy import TunnelProxy
 from testbed.services.sshd import Sshd
 from testbed.socks_client import read_until, socks5_connect
@@ -187,3 +188,70 @@ def test_ctl_status_list_close_reload_on_a_live_daemon(
     assert json.loads(ctl(proxy, "reload").stdout)["ok"]
     wait_for(lambda: "reloaded" in proxy.log(), what="reload via ctl")
     assert json.loads(ctl(proxy, "status").stdout)["sessions"] == 0
+
+
+CORE_PATTERN = Path("/proc/sys/kernel/core_pattern")
+CRASH_WITH_A_SECRET = ("import os, signal, sys, time; held = sys.argv[1] * 3; "
+                       "print('ready', flush=True); time.sleep(60)")
+
+
+def _allow_cores() -> None:
+    """What an administrator's `ulimit -c unlimited` does, for the process about to start."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+def _crash_and_collect_cores(proc: subprocess.Popen[str], cwd: Path) -> list[Path]:
+    proc.send_signal(signal.SIGSEGV)  # default action: terminate and dump core
+    proc.wait(30)
+    time.sleep(0.5)
+    return sorted(cwd.glob("core*"))
+
+
+def test_no_core_of_ours_holds_a_password(sshd: Sshd, keys: Path, known_hosts: Path,
+                                          ftp_site: FtpSite, tmp_path: Path) -> None:
+    """A password passes through the daemon, which then crashes with cores allowed: no core
+    is written (RLIMIT_CORE 0, not dumpable). The control: a plain process holding the same
+    password, crashed the same way, leaves a core that holds it."""
+    from testbed.proxy import tunnel_argv
+    from testbed.users import ensure_user
+
+    pattern = CORE_PATTERN.read_text().strip()
+    if pattern.startswith("|"):
+        pytest.skip(f"core_pattern pipes cores to a helper ({pattern}): no file to look for")
+    require("useradd", "chpasswd")
+    user, password = "fts-corecheck", "pw-core-" + os.urandom(8).hex()
+    ensure_user(user, password)
+    control_dir = tmp_path / "control"
+    control_dir.mkdir()
+    control = subprocess.Popen([sys.executable, "-c", CRASH_WITH_A_SECRET, password],
+                               cwd=control_dir, preexec_fn=_allow_cores,
+                               stdout=subprocess.PIPE, text=True)
+    assert control.stdout is not None and control.stdout.readline() == "ready\n"
+    control_cores = _crash_and_collect_cores(control, control_dir)
+    assert control_cores, f"core_pattern {pattern!r}: this machine wrote no core at all"
+    assert any(password.encode() * 3 in core.read_bytes() for core in control_cores)
+
+    proxy_dir = tmp_path / "proxy"
+    proxy_dir.mkdir()
+    config = proxy_dir / "tunnel.toml"
+    port = free_port()
+    config.write_text(f'[proxy]\nlisten = ["127.0.0.1:{port}"]\n'
+                      'socks5_auth = ["username"]\n'
+                      + profile_toml(sshd, keys, known_hosts, user="", auth='["password"]')
+                      + rule_toml("127.0.0.1", "tunnel"))
+    config.chmod(0o600)
+    proxy = subprocess.Popen([*tunnel_argv(), "serve", "-c", str(config)], cwd=proxy_dir,
+                             preexec_fn=_allow_cores, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port("127.0.0.1", port, 15)
+        code, sock = socks5_connect(("127.0.0.1", port), "127.0.0.1", ftp_site.port,
+                                    credentials=(user, password))
+        assert code == 0 and read_until(sock, b"\r\n").startswith(b"220")
+        sock.close()
+        assert "Accepted password for fts-corecheck" in sshd.log()  # it passed through
+    finally:
+        cores = _crash_and_collect_cores(proxy, proxy_dir)
+    assert proxy.returncode == -signal.SIGSEGV
+    assert cores == [], f"the daemon left a core: {cores}"
+    assert password not in (proxy.stderr.read() if proxy.stderr else "")

@@ -251,3 +251,28 @@ def test_server_gone_silent_mid_transfer_is_421_once() -> None:
     logged_in(timed_out)
     timed_out.server_data(b"421 Timeout.\r\n")
     assert [type(a) for a in timed_out.server_closed()] == [Close]
+
+
+def test_user_or_password_not_utf8_is_501_and_echoes_stay_one_clean_line() -> None:
+    """Found by `make fuzz`: a user name with bytes that are not UTF-8 used to raise
+    UnicodeEncodeError out of the layer (the session died without a reply)."""
+    layer = app_layer()
+    layer.start()
+    out = said(layer.client_data(b"USER al\xffce\r\n"))
+    assert out == [ToClient(b"501 User name is not valid UTF-8.\r\n")]
+    out = said(layer.client_data(b"USER a\rb\x00c\r\nPASS p\xfe\r\n"))
+    assert out == [ToClient(b"331 Password required for a b c.\r\n"),
+                   ToClient(b"501 Password is not valid UTF-8.\r\n")]
+    assert layer.state.value == "pre-login"  # nothing was sent to SSH; the client may retry
+
+
+def test_active_connection_ready_after_the_session_closed_says_nothing() -> None:
+    """Found by `make fuzz`: an active data connection can finish after the control
+    connection closed; the layer must not speak again."""
+    layer = app_layer()
+    logged_in(layer)
+    layer.client_data(b"PORT 127,0,0,1,4,1\r\nRETR f\r\n")
+    layer.server_data(b"229 Entering Extended Passive Mode (|||2121|)\r\n")
+    assert layer._active_transfer is not None  # the RETR waits for its data connection
+    assert isinstance(said(layer.server_closed())[-1], Close)
+    assert layer.active_ready(False, "refused") == []
