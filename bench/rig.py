@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,9 +92,65 @@ profile = "bench"
         subprocess.run(["rm", "-rf", str(self.work)], check=False)
 
 
+def random_file_in_memory(prefix: str, size_mib: int, name: str) -> Path:
+    """A file of random bytes in a fresh folder under /dev/shm (where it exists), so that a
+    disk is never what a benchmark measures. The folder is the caller's to remove."""
+    shm = Path("/dev/shm")
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=shm if shm.is_dir() else None))
+    with open(folder / name, "wb") as fh:
+        for _ in range(size_mib):
+            fh.write(os.urandom(1 << 20))
+    return folder / name
+
+
+class SocksPaths:
+    """One FTP server (pyftpdlib, serving a random file) and the four ways to reach it from
+    curl: direct, `ssh -D` at aes128-gcm and at its default cipher, and `tunnel`. `paths`
+    maps each name to (the SOCKS proxy or None, the pid whose CPU is the proxy's or None)."""
+
+    USER, PASSWORD = "bench", "bench-pw"
+
+    def __init__(self, rig: SshRig, size_mib: int) -> None:
+        from testbed.services.pyftpd import PyFtpd
+        from tunnel.ssh import cipher_preference
+
+        self.source = random_file_in_memory("fts-bench-ftp-", size_mib, "file.bin")
+        self.ftp = PyFtpd(self.source.parent, free_port(), self.USER, self.PASSWORD,
+                          log_path=rig.work / "ftp.log").start()
+        proxy = rig.tunnel("localhost", "*", "tunnel")
+        assert proxy.proc is not None
+        gcm = rig.ssh_dynamic("aes128-gcm@openssh.com", "ssh-gcm")
+        default = rig.ssh_dynamic(None, "ssh-default")
+        self.base_url = f"ftp://{self.USER}:{self.PASSWORD}@localhost:{self.ftp.port}/"
+        self.paths: dict[str, tuple[str | None, int | None]] = {
+            "direct": (None, None),
+            "ssh -D aes128-gcm": (f"127.0.0.1:{gcm}", rig.dynamic_pids[gcm]),
+            "ssh -D default": (f"127.0.0.1:{default}", rig.dynamic_pids[default]),
+            f"tunnel {cipher_preference()[0]}": (proxy.url, proxy.proc.pid),
+        }
+
+    def stop(self) -> None:
+        self.ftp.stop()
+        shutil.rmtree(self.source.parent, ignore_errors=True)
+
+
 def curl_argv(proxy: str | None, *args: str) -> list[str]:
     """curl, through the SOCKS proxy at `proxy` (names resolved by the proxy) or direct."""
     return ["curl", "-sS", *(["--socks5-hostname", proxy] if proxy else []), *args]
+
+
+def metered(argv: list[str], proxy_pid: int | None, cpu: list[float], copies: int = 1) -> float:
+    """Run `copies` of the command at once; return the seconds until the last one ends, and
+    append the CPU seconds the proxy process (if any) used meanwhile to `cpu`."""
+    before = cpu_seconds(proxy_pid) if proxy_pid else 0.0
+    start = time.perf_counter()
+    procs = [subprocess.Popen(argv) for _ in range(copies)]
+    codes = [proc.wait(600) for proc in procs]
+    elapsed = time.perf_counter() - start
+    if any(codes):
+        raise RuntimeError(f"{sum(1 for c in codes if c)} of {copies} runs of {argv[:4]} failed")
+    cpu.append(cpu_seconds(proxy_pid) - before if proxy_pid else 0.0)
+    return elapsed
 
 
 def cpu_seconds(pid: int) -> float:

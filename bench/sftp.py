@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,13 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import SshRig, interleaved, rate_table, write_json  # noqa: E402
+from bench.rig import (  # noqa: E402
+    SshRig,
+    interleaved,
+    random_file_in_memory,
+    rate_table,
+    write_json,
+)
 from tunnel.ssh import cipher_preference  # noqa: E402
 
 HOST = "sftp.bench.test"  # the proxy's rule picks it; nothing resolves it
@@ -47,12 +52,8 @@ def main() -> int:
     rig = SshRig.start()
     if rig is None:
         return 2
-    shm = Path("/dev/shm")
-    work = Path(tempfile.mkdtemp(prefix="fts-bench-sftp-", dir=shm if shm.is_dir() else None))
-    source = work / "source.bin"
-    with open(source, "wb") as fh:
-        for _ in range(args.size_mib):
-            fh.write(os.urandom(1 << 20))
+    source = random_file_in_memory("fts-bench-sftp-", args.size_mib, "source.bin")
+    work = source.parent
     proxy = rig.tunnel(HOST, "21", "ftp-sftp")
     remote = quote(str(work), safe="")  # %2F...: an absolute path for curl
     url = f"ftp://root:unused@{HOST}/{remote}"

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,28 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.rig import (  # noqa: E402
+    SocksPaths,
     SshRig,
-    cpu_seconds,
     curl_argv,
     interleaved,
+    metered,
     rate_table,
     write_json,
 )
-from testbed.net import free_port  # noqa: E402
-from testbed.services.pyftpd import PyFtpd  # noqa: E402
-from tunnel.ssh import cipher_preference  # noqa: E402
-
-USER, PASSWORD = "bench", "bench-pw"
-
-
-def metered(argv: list[str], proxy_pid: int | None, cpu: list[float]) -> float:
-    """Run the transfer; return its seconds, and append the proxy's CPU seconds for it."""
-    before = cpu_seconds(proxy_pid) if proxy_pid else 0.0
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, timeout=600)
-    elapsed = time.perf_counter() - start
-    cpu.append(cpu_seconds(proxy_pid) - before if proxy_pid else 0.0)
-    return elapsed
 
 
 def main() -> int:
@@ -58,27 +40,11 @@ def main() -> int:
     rig = SshRig.start()
     if rig is None:
         return 2
-    shm = Path("/dev/shm")  # STOR lands here: the disk must not be what is measured
-    root = Path(tempfile.mkdtemp(prefix="fts-bench-ftp-", dir=shm if shm.is_dir() else None))
-    source = root / "file.bin"
-    with open(source, "wb") as fh:
-        for _ in range(args.size_mib):
-            fh.write(os.urandom(1 << 20))
-    ftp = PyFtpd(root, free_port(), USER, PASSWORD, log_path=rig.work / "ftp.log").start()
-    proxy = rig.tunnel("localhost", "*", "tunnel")
-    assert proxy.proc is not None
-    gcm_port = rig.ssh_dynamic("aes128-gcm@openssh.com", "ssh-gcm")
-    default_port = rig.ssh_dynamic(None, "ssh-default")
-    base = f"ftp://{USER}:{PASSWORD}@localhost:{ftp.port}/"
-    paths: dict[str, tuple[str | None, int | None]] = {
-        "direct": (None, None),
-        "ssh -D aes128-gcm": (f"127.0.0.1:{gcm_port}", rig.dynamic_pids[gcm_port]),
-        "ssh -D default": (f"127.0.0.1:{default_port}", rig.dynamic_pids[default_port]),
-        f"tunnel {cipher_preference()[0]}": (proxy.url, proxy.proc.pid),
-    }
+    ftp = SocksPaths(rig, args.size_mib)  # in memory: STOR must not measure a disk
+    base, source = ftp.base_url, ftp.source
     cpu: dict[str, list[float]] = {}
     peers: dict[str, Callable[[], float]] = {}
-    for name, (via, pid) in paths.items():
+    for name, (via, pid) in ftp.paths.items():
         for verb, argv in (("RETR", curl_argv(via, "-o", "/dev/null", base + "file.bin")),
                            ("STOR", curl_argv(via, "-T", str(source), base + "up.bin"))):
             cpu[f"{verb} {name}"] = []
@@ -91,7 +57,6 @@ def main() -> int:
     finally:
         ftp.stop()
         rig.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
     print(f"RETR and STOR {args.size_mib} MiB over loopback, curl, {args.rounds} interleaved "
           f"rounds (MB/s, median [min-max], ratio vs ssh -D aes128-gcm, same verb)")
