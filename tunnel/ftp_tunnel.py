@@ -176,7 +176,7 @@ class FtpTunnel:
         the channel open, which saves a round trip through SSH per transfer. Only the latest
         announcement is kept; an older one was abandoned by the client."""
         self._drop_prepared()
-        relay = Relay()
+        relay = Relay(schedule=asyncio.get_running_loop().call_soon)
         task = asyncio.get_running_loop().create_task(self.connect_data(host, port, relay))
         self._prepared = (host, port, relay, task)
 
@@ -188,7 +188,7 @@ class FtpTunnel:
             return await task, relay
         if prepared is not None:
             self._prepared = prepared
-        relay = Relay()
+        relay = Relay(schedule=asyncio.get_running_loop().call_soon)
         return await self.connect_data(host, port, relay), relay
 
     def _drop_prepared(self) -> None:
@@ -240,7 +240,7 @@ class FtpTunnel:
         if bound is not None:
             await self._deliver_to_bind(order, *bound)
             return
-        relay = Relay(finished)
+        relay = Relay(finished, schedule=asyncio.get_running_loop().call_soon)
         try:
             lease = await self.connect_data(order.server_host, order.server_port, relay)
             if lease is not None:

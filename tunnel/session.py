@@ -56,7 +56,8 @@ class SocksSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.codec = SocksServer(self.config.proxy.socks5_auth)
         self.credentials: Credentials | None = None
-        self.relay = Relay(self._relay_finished)
+        self.relay = Relay(self._relay_finished,
+                           schedule=asyncio.get_running_loop().call_soon)
         self.record = AuditRecord(self.id, "")
         self.lease: Lease | None = None
         # The FTP control handler, when the action is ftp-tunnel or ftp-sftp.

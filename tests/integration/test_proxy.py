@@ -6,6 +6,7 @@ checks three witnesses: what the client got, the audit record, and the sshd log.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import socket
@@ -20,7 +21,15 @@ from testbed.services.sshd import Sshd
 from testbed.socks_client import read_until, socks4_connect, socks5_connect
 from testbed.users import ensure_user
 
-from .conftest import FTP_PASSWORD, FTP_USER, FtpSite, ProxyFactory, require, sshd_log_count
+from .conftest import (
+    BIG_FILE_SIZE,
+    FTP_PASSWORD,
+    FTP_USER,
+    FtpSite,
+    ProxyFactory,
+    require,
+    sshd_log_count,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -310,3 +319,49 @@ def test_thousand_dropped_connections_cost_a_running_transfer_nothing(
     code, sock = socks5_connect((proxy.host, proxy.port), "localhost", ftp_site.port)
     assert code == 0 and read_until(sock, b"\r\n").startswith(b"220")
     sock.close()
+
+
+def test_slowloris_and_a_client_gone_mid_transfer_cost_others_nothing(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
+        ftp_site: FtpSite, tmp_path: Path) -> None:
+    """Twenty clients drip their handshake a byte at a time: the handshake deadline is for
+    the whole handshake, so each is cut at 1 s however it paces its bytes. A client killed in
+    the middle of a download frees its session. Meanwhile a transfer runs to a whole file,
+    and the next session after all that is served."""
+    require("curl")
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts) + rule_toml("localhost", "tunnel"),
+                        proxy_extra="handshake_timeout = 1.0")
+    steady_out, gone_out = tmp_path / "steady.bin", tmp_path / "gone.bin"
+    url = ftp_url("localhost", ftp_site, "big.bin")
+    steady = subprocess.Popen(["curl", "-sS", "--limit-rate", "16M", "--socks5-hostname",
+                               proxy.url, "-o", str(steady_out), url], stderr=subprocess.PIPE)
+    gone = subprocess.Popen(["curl", "-sS", "--limit-rate", "4M", "--socks5-hostname",
+                             proxy.url, "-o", str(gone_out), url], stderr=subprocess.DEVNULL)
+    drips = [socket.create_connection((proxy.host, proxy.port), timeout=10) for _ in range(20)]
+    greeting = b"\x05\x01\x00\x05\x01\x00\x03"  # never completed: 0.3 s per byte
+    started = time.monotonic()
+    cut_after: list[float] = []
+    for byte in greeting:
+        for sock in drips:
+            with contextlib.suppress(OSError):
+                sock.sendall(bytes([byte]))
+        time.sleep(0.3)
+    for sock in drips:
+        sock.settimeout(5)
+        with contextlib.suppress(OSError):
+            while sock.recv(64):
+                pass
+        cut_after.append(time.monotonic() - started)
+        sock.close()
+    assert max(cut_after) < 1.0 + 0.3 * len(greeting), cut_after  # cut, not waited out
+    time.sleep(1.0)
+    gone.kill()  # a client that vanishes mid-transfer
+    gone.wait()
+    assert 0 < gone_out.stat().st_size < BIG_FILE_SIZE
+    assert steady.wait(120) == 0, steady.stderr.read() if steady.stderr else b""
+    assert sha256(steady_out) == ftp_site.files["big.bin"]
+    code, sock = socks5_connect((proxy.host, proxy.port), "localhost", ftp_site.port)
+    assert code == 0 and read_until(sock, b"\r\n").startswith(b"220")
+    sock.close()
+    results = [r["result"] for r in _wait_audit(proxy, 20 + 5)]
+    assert results.count("handshake-timeout") == 20

@@ -86,3 +86,24 @@ def test_write_refused_by_a_closing_channel_ends_the_relay() -> None:
     relay.start()
     relay.data(Side.CLIENT, b"x")
     assert done == [relay] and "close" in client.calls
+
+
+def test_server_bytes_batched_into_one_client_write_per_pass_and_flushed_before_eof() -> None:
+    passes: list[object] = []
+    relay = Relay(schedule=passes.append)
+    client, server = Recorder(), Recorder()
+    writes: list[bytes] = []
+    client.write = writes.append  # type: ignore[method-assign]
+    relay.attach(Side.CLIENT, client)
+    relay.attach(Side.SERVER, server)
+    relay.start()
+    for packet in (b"a" * 3, b"b" * 2, b"c"):  # three SSH packets from one socket read
+        relay.data(Side.SERVER, packet)
+    assert writes == [] and len(passes) == 1  # one flush scheduled, nothing written yet
+    passes.pop()()  # type: ignore[operator]
+    assert writes == [b"aaabbc"] and relay.bytes_down == 6
+    relay.data(Side.SERVER, b"tail")
+    relay.eof(Side.SERVER)  # the EOF may not overtake the bytes before it
+    assert writes == [b"aaabbc", b"tail"] and client.calls[-1] == "eof"
+    relay.data(Side.CLIENT, b"up")  # the other way goes out at once
+    assert server.written == b"up"
