@@ -150,7 +150,7 @@ def test_wrong_host_key_refused_under_strict_before_any_credential(
     assert "publickey" not in new_log and "root" not in new_log, new_log
 
 
-def test_accept_new_pins_an_unknown_host_key(
+def test_accept_new_pins_an_unknown_host_key_and_refuses_a_changed_one(
         start_proxy: ProxyFactory, sshd: Sshd, keys: Path, tmp_path: Path,
         ftp_site: FtpSite) -> None:
     known_hosts = tmp_path / "pinned_known_hosts"
@@ -163,6 +163,20 @@ def test_accept_new_pins_an_unknown_host_key(
     sock.close()
     host_key = sshd.known_hosts_line().split()[2]
     assert known_hosts.read_text().split()[2] == host_key
+    # The server's key changes (the pin now holds another one): accept-new refuses it as
+    # strict does, and does not pin the new key over the old.
+    proxy.stop()
+    impostor = Sshd(tmp_path / "impostor", 1).known_hosts_line().split()[2]
+    pattern, key_type = known_hosts.read_text().split()[:2]
+    known_hosts.write_text(f"{pattern} {key_type} {impostor}\n")
+    again = start_proxy(profile_toml(sshd, keys, known_hosts,
+                                     extra='host_key_policy = "accept-new"')
+                        + rule_toml("127.0.0.1", "tunnel"))
+    code, sock = socks5_connect((again.host, again.port), "127.0.0.1", ftp_site.port)
+    sock.close()
+    assert code == 0x02
+    assert _wait_audit(again, 1)[0]["ssh_failure"] == "host-key"
+    assert known_hosts.read_text() == f"{pattern} {key_type} {impostor}\n"
 
 
 def test_direct_reject_and_unmatched_rules(
