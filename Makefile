@@ -16,6 +16,7 @@ lint: setup
 bench: setup
 	.venv/bin/python bench/throughput.py
 	.venv/bin/python bench/concurrency.py
+	.venv/bin/python bench/rtt.py
 	.venv/bin/python bench/session_setup.py
 	.venv/bin/python bench/memory.py
 	.venv/bin/python bench/sftp.py

@@ -28,6 +28,7 @@ class SshRig:
         self.sshd = Sshd(work / "sshd", free_port(), authorized_keys=[self.key]).start()
         self.known_hosts = work / "known_hosts"
         self.known_hosts.write_text(self.sshd.known_hosts_line())
+        self.ssh_port = self.sshd.port  # where the proxies dial sshd (see reach_sshd_via)
         self._procs: list[subprocess.Popen[bytes]] = []
         self._proxies: list[TunnelProxy] = []
         self.dynamic_pids: dict[int, int] = {}  # ssh -D SOCKS port -> the ssh client's pid
@@ -41,13 +42,21 @@ class SshRig:
             return None
         return cls(Path(tempfile.mkdtemp(prefix="fts-bench-")))
 
+    def reach_sshd_via(self, port: int) -> None:
+        """Proxies started from now on dial sshd through 127.0.0.1:`port` (a delay line),
+        which known_hosts then names too."""
+        self.ssh_port = port
+        line = self.sshd.known_hosts_line().split(" ", 1)[1]
+        with open(self.known_hosts, "a") as fh:
+            fh.write(f"[127.0.0.1]:{port} {line}")
+
     def tunnel(self, dst: str, ports: str, action: str) -> TunnelProxy:
         """`tunnel serve` logging in as root with the rig's key, and one rule."""
         proxy = TunnelProxy(self.work / f"proxy{len(self._proxies)}", f"""
 [[profile]]
 id = "bench"
 host = "127.0.0.1"
-port = {self.sshd.port}
+port = {self.ssh_port}
 user = "root"
 auth = ["publickey"]
 identity_files = ["{self.key}"]
@@ -68,7 +77,7 @@ profile = "bench"
         tunnel/ssh.py)."""
         port = free_port()
         argv = ["ssh", *([] if remote_command else ["-N"]), "-D", f"127.0.0.1:{port}",
-                "-p", str(self.sshd.port), "-i", str(self.key),
+                "-p", str(self.ssh_port), "-i", str(self.key),
                 "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
                 "-o", "BatchMode=yes", "-F", "/dev/null"]
         if cipher:

@@ -265,7 +265,8 @@ _KEYS = {
               "drain_timeout", "connect_timeout", "audit_log", "ftps", "control_socket"),
     "profile": ("id", "host", "port", "user", "auth", "identity_files", "known_hosts",
                 "host_key_policy", "gateway", "keepalive_interval", "keepalive_count_max",
-                "idle_timeout", "ciphers", "nodelay_command", "line_ending"),
+                "idle_timeout", "ciphers", "nodelay_command", "line_ending",
+                "channel_window_mib"),
     "rule": ("id", "dst", "ports", "action", "profile", "fallback_to_plain"),
 }
 

@@ -80,6 +80,10 @@ class Profile:
     keepalive_interval: float = 15.0
     keepalive_count_max: int = 3
     idle_timeout: float = 300.0
+    # What the SSH server may send on one channel before we acknowledge: a stream cannot go
+    # faster than window / round trip. 8 MiB: 1.8x `ssh -D` (2 MiB) at 20 ms RTT, the same on
+    # loopback (bench/rtt.py); the price is up to this much buffered per stalled download.
+    channel_window_mib: int = 8
     ciphers: tuple[str, ...] = ()  # () = our speed-first preference list (see ssh.py)
     # Run once per SSH connection so sshd turns TCP_NODELAY on (see ssh.py); "" = never.
     nodelay_command: str = "true"
@@ -261,10 +265,11 @@ def _positive(table: _Table, key: str, default: float) -> float:
     return value
 
 
-def _at_least_one(table: _Table, key: str, default: int) -> int:
+def _within(table: _Table, key: str, default: int, low: int, high: int | None = None) -> int:
     value = table.get(key, int, default)
-    if value < 1:
-        raise table.error(key, "must be 1 or more")
+    if value < low or (high is not None and value > high):
+        raise table.error(key, f"must be {low} or more" if high is None
+                          else f"must be from {low} to {high}")
     return value
 
 
@@ -331,8 +336,9 @@ def _parse_profile(t: _Table, base_dir: str) -> Profile:
         ),
         gateway=t.get("gateway", str, ""),
         keepalive_interval=_positive(t, "keepalive_interval", 15.0),
-        keepalive_count_max=_at_least_one(t, "keepalive_count_max", 3),
+        keepalive_count_max=_within(t, "keepalive_count_max", 3, 1),
         idle_timeout=_positive(t, "idle_timeout", 300.0),
+        channel_window_mib=_within(t, "channel_window_mib", 8, 1, 1024),
         ciphers=t.get_str_list("ciphers", ()),
         nodelay_command=t.get("nodelay_command", str, "true"),
         line_ending=t.choice("line_ending", LineEnding, LineEnding.LF, "lf, crlf"),

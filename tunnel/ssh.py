@@ -81,6 +81,7 @@ class _Entry:
     idle_timeout: float = 300.0
     gateway: _Entry | None = None
     closed: bool = False
+    channel_window: int = 8 << 20  # bytes; from the profile's channel_window_mib
 
 
 class Lease:
@@ -196,7 +197,8 @@ class SSHPool:
         lease = Lease(self, entry)
         try:
             chan, session = await entry.conn.create_connection(
-                session_factory, target_host, target_port, encoding=None)
+                session_factory, target_host, target_port, encoding=None,
+                window=entry.channel_window)
         except asyncssh.ChannelOpenError as exc:
             lease.release()
             raise UpstreamError(
@@ -304,7 +306,8 @@ class SSHPool:
             _pin_host_key(profile, host, conn)
         if profile.nodelay_command:
             await _ask_server_for_nodelay(conn, label, profile.nodelay_command)
-        entry = _Entry(key, conn, label, idle_timeout=profile.idle_timeout, gateway=gateway)
+        entry = _Entry(key, conn, label, idle_timeout=profile.idle_timeout, gateway=gateway,
+                       channel_window=profile.channel_window_mib << 20)
         if gateway is not None:
             Lease(self, gateway)  # the gateway lives as long as this connection does
         holder.append(entry)

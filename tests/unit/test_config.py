@@ -86,6 +86,8 @@ def test_defaults_are_the_safe_ones() -> None:
     ("[[profile]]\nid = \"a\"\nport = true\n", "profile[1].port", "expected an integer"),
     ("[[profile]]\nid = \"a\"\nkeepalive_count_max = 0\n", "profile[1].keepalive_count_max",
      "1 or more"),
+    ("[[profile]]\nid = \"a\"\nchannel_window_mib = 0\n", "profile[1].channel_window_mib",
+     "from 1 to 1024"),
     ("[[profile]]\nid = \"a\"\nauth = [\"kerberos\"]\n", "profile[1].auth", "password, publickey"),
     ("[[profile]]\nid = \"a\"\nhost_key_policy = \"yolo\"\n", "profile[1].host_key_policy",
      "strict, accept-new, insecure"),
