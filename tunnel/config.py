@@ -80,9 +80,9 @@ class Profile:
     keepalive_interval: float = 15.0
     keepalive_count_max: int = 3
     idle_timeout: float = 300.0
-    # What the SSH server may send on one channel before we acknowledge: a stream cannot go
-    # faster than window / round trip. 8 MiB: 1.8x `ssh -D` (2 MiB) at 20 ms RTT, the same on
-    # loopback (bench/rtt.py); the price is up to this much buffered per stalled download.
+    # The largest window a channel gets: what the SSH server may send before we acknowledge.
+    # A stream cannot go faster than window / round trip; see tunnel/ssh.py channel_window
+    # for how a connection's channels share it.
     channel_window_mib: int = 8
     ciphers: tuple[str, ...] = ()  # () = our speed-first preference list (see ssh.py)
     # Run once per SSH connection so sshd turns TCP_NODELAY on (see ssh.py); "" = never.
