@@ -276,3 +276,14 @@ def test_active_connection_ready_after_the_session_closed_says_nothing() -> None
     assert layer._active_transfer is not None  # the RETR waits for its data connection
     assert isinstance(said(layer.server_closed())[-1], Close)
     assert layer.active_ready(False, "refused") == []
+
+
+def test_refused_auth_logs_a_capped_argument() -> None:
+    """Found by `make fuzz`: the AUTH refusal's log line carried the client's whole argument,
+    anything the client chose to put there."""
+    layer = app_layer()
+    layer.start()
+    out = layer.client_data(b"AUTH TLS" + b"x" * 500 + b"PASS secret\r\n")
+    notes = [a.message for a in out if isinstance(a, Note)]
+    assert len(notes) == 1 and "secret" not in notes[0] and len(notes[0]) < 60
+    assert client_text(out).startswith(b"534 ")
