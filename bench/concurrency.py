@@ -23,10 +23,10 @@ from bench.rig import (  # noqa: E402
     curl_argv,
     interleaved,
     metered,
-    proc_status_kib,
     rate_table,
     write_json,
 )
+from testbed.services.base import proc_status_kib  # noqa: E402
 
 
 def main() -> int:

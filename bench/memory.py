@@ -16,12 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import SshRig, proc_status_kib, write_json  # noqa: E402
+from bench.rig import SshRig, write_json  # noqa: E402
+from testbed.services.base import proc_status_kib  # noqa: E402
 from testbed.socks_client import socks5_connect  # noqa: E402
-
-
-def rss_kib(pid: int) -> int:
-    return proc_status_kib(pid, "VmRSS")
 
 
 def main() -> int:
@@ -43,7 +40,7 @@ def main() -> int:
     results = {}
     try:
         time.sleep(1)
-        idle = rss_kib(proxy.proc.pid)
+        idle = proc_status_kib(proxy.proc.pid, "VmRSS")
         results["idle_kib"] = idle
         print(f"proxy RSS idle: {idle / 1024:.1f} MiB")
         for count in args.sessions:
@@ -54,7 +51,7 @@ def main() -> int:
                 assert code == 0
                 socks.append(sock)
             time.sleep(1)
-            peak = rss_kib(proxy.proc.pid)
+            peak = proc_status_kib(proxy.proc.pid, "VmRSS")
             per = (peak - idle) / count
             results[f"sessions_{count}"] = {"rss_kib": peak, "per_session_kib": round(per, 1)}
             print(f"  {count:4d} idle tunnelled sessions: RSS {peak / 1024:.1f} MiB, "

@@ -148,9 +148,10 @@ def curl_argv(proxy: str | None, *args: str) -> list[str]:
     return ["curl", "-sS", *(["--socks5-hostname", proxy] if proxy else []), *args]
 
 
-def metered(argv: list[str], proxy_pid: int | None, cpu: list[float], copies: int = 1) -> float:
+def metered(argv: list[str], proxy_pid: int | None = None, cpu: list[float] | None = None,
+            copies: int = 1) -> float:
     """Run `copies` of the command at once; return the seconds until the last one ends, and
-    append the CPU seconds the proxy process (if any) used meanwhile to `cpu`."""
+    append the CPU seconds the proxy process (if any) used meanwhile to `cpu` (if given)."""
     before = cpu_seconds(proxy_pid) if proxy_pid else 0.0
     start = time.perf_counter()
     procs = [subprocess.Popen(argv) for _ in range(copies)]
@@ -158,7 +159,8 @@ def metered(argv: list[str], proxy_pid: int | None, cpu: list[float], copies: in
     elapsed = time.perf_counter() - start
     if any(codes):
         raise RuntimeError(f"{sum(1 for c in codes if c)} of {copies} runs of {argv[:4]} failed")
-    cpu.append(cpu_seconds(proxy_pid) - before if proxy_pid else 0.0)
+    if cpu is not None:
+        cpu.append(cpu_seconds(proxy_pid) - before if proxy_pid else 0.0)
     return elapsed
 
 
@@ -166,14 +168,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_status_kib(pid: int, key: str) -> int:
-    """A memory figure from /proc/PID/status: VmRSS now, VmHWM the peak so far."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {key} for pid {pid}")
 
 
 def interleaved(peers: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:

@@ -98,9 +98,8 @@ def main() -> int:
     rig.reach_sshd_via(line.port)
     ftp = SocksPaths(rig, args.size_mib)
     url = ftp.base_url + "file.bin"
-    cpu: list[float] = []
     peers: dict[str, Callable[[], float]] = {
-        name: (lambda via=via: metered(curl_argv(via, "-o", "/dev/null", url), None, cpu))
+        name: (lambda via=via: metered(curl_argv(via, "-o", "/dev/null", url)))
         for name, (via, _) in ftp.paths.items() if name != "direct"}
     size_mb = args.size_mib * (1 << 20) / 1e6
     try:

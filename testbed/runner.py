@@ -24,7 +24,7 @@ from testbed.capture import Capture, LinkCapture, Verdict
 from testbed.clients import drivers
 from testbed.proxy import TunnelProxy
 from testbed.scenario import Check, Scenario, Step
-from testbed.services.base import Service, wait_listening
+from testbed.services.base import Service, proc_status_kib, wait_listening
 from testbed.services.proftpd import Proftpd
 from testbed.services.pureftpd import PureFtpd
 from testbed.services.pyftpd import PyFtpd
@@ -417,11 +417,9 @@ class ScenarioRun:
         if proxy is None or proxy.proc is None or proxy.proc.poll() is not None:
             return 0
         try:
-            status = Path(f"/proc/{proxy.proc.pid}/status").read_text()
-        except OSError:
+            return proc_status_kib(proxy.proc.pid, "VmHWM")
+        except (OSError, RuntimeError):
             return 0
-        return next((int(line.split()[1]) for line in status.splitlines()
-                     if line.startswith("VmHWM:")), 0)
 
     def _count_losses(self) -> None:
         """Read the loss counters while the namespaces still stand: the `lost` check's

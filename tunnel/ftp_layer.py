@@ -249,10 +249,9 @@ class FtpLayer:
             return [ToClient(reply_line(421, "Service not available: the SSH connection to "
                                         "the server was lost.")),
                     *self._close("SSH connection lost")]
-        if self.state is State.RELAY and self._last_reply_code in (221, 421) \
-                and not self._pending:
-            return self._close("FTP server closed the control connection")
         if self.state is State.RELAY:
+            if self._last_reply_code in (221, 421) and not self._pending:
+                return self._close("FTP server closed the control connection")
             # RFC 959 §4.2: 421 "may be a reply to any command if the service knows it
             # must shut down"; here the proxy knows for the server, which went silent.
             return [ToClient(reply_line(421, "Service not available: the FTP server closed "

@@ -26,6 +26,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def proc_status_kib(pid: int, key: str) -> int:
+    """A memory figure from /proc/PID/status: VmRSS now, VmHWM the peak so far."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {key} for pid {pid}")
+
+
 def wait_listening(prefix: Sequence[str], port: int, timeout: float, alive: object) -> None:
     """Wait until a TCP socket listens on `port` in the namespace `prefix` enters."""
     deadline = time.monotonic() + timeout

@@ -53,42 +53,33 @@ def test_every_shipped_scenario_loads() -> None:
             "ftp-tunnel-third-host"} <= names
 
 
+TWO_HOSTS = ('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
+             '[[topology.link]]\nname = "l"\nhosts = ["a", "b"]\n')
+
+
 @pytest.mark.parametrize(("extra", "reason"), [
     ('[[service]]\nkind = "iis"\nhost = "a"\n', "service[1].kind"),
     ('[[service]]\nkind = "sshd"\nhost = "zz"\n', "no host 'zz'"),
     ('[[check]]\nverdict = "encrypted"\nlink = "nope"\n', "no link named 'nope'"),
     ('[[check]]\nverdict = "magic"\n', "check[1].verdict"),
     ('[proxy]\nkind = "vpn"\n', "proxy.kind"),
+    # keys of the step itself: faults and operations
+    ('before = ["loss nope 5%"]\n', "no link named 'nope'"),
+    ('before = ["loss l 5"]\n', "want 'stop|start|restart"),
+    ('during = ["reboot sshd"]\n', "'reboot sshd'"),
+    ('during = ["sleep soon"]\n', "'sleep soon'"),
+    ('ops = ["wait"]\n', "'wait' needs client = \"ftplib\""),
 ])
 def test_bad_scenarios_say_where(tmp_path: Path, extra: str, reason: str) -> None:
     path = tmp_path / "s.toml"
-    path.write_text('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
-                    '[[topology.link]]\nname = "l"\nhosts = ["a", "b"]\n'
-                    '[[step]]\nmode = "epsv"\n' + extra)
-    with pytest.raises(ScenarioError, match=re.escape(reason)):
-        load(path)
-
-
-@pytest.mark.parametrize(("step", "reason"), [
-    ('before = ["loss nope 5%"]', "no link named 'nope'"),
-    ('before = ["loss l 5"]', "want 'stop|start|restart"),
-    ('during = ["reboot sshd"]', "'reboot sshd'"),
-    ('during = ["sleep soon"]', "'sleep soon'"),
-    ('ops = ["wait"]', "'wait' needs client = \"ftplib\""),
-])
-def test_bad_faults_and_ops_say_where(tmp_path: Path, step: str, reason: str) -> None:
-    path = tmp_path / "s.toml"
-    path.write_text('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
-                    '[[topology.link]]\nname = "l"\nhosts = ["a", "b"]\n'
-                    f'[[step]]\nmode = "epsv"\n{step}\n')
+    path.write_text(TWO_HOSTS + '[[step]]\nmode = "epsv"\n' + extra)
     with pytest.raises(ScenarioError, match=re.escape(reason)):
         load(path)
 
 
 def test_link_faults_and_an_idle_session_load(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
-    path.write_text('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
-                    '[[topology.link]]\nname = "l"\nhosts = ["a", "b"]\n'
+    path.write_text(TWO_HOSTS +
                     '[[step]]\nclient = "ftplib"\nmode = "pasv"\nops = ["wait"]\nidle = 2.5\n'
                     'before = ["loss l 2.5%", "down l", "sleep 1", "up l", "restart sshd"]\n')
     step = load(path).steps[0]
