@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed import backends, capture, faults
+from testbed import backends, capture, faults, tcpstats
 from testbed.backends.netns import NetnsBackend
 from testbed.capture import Capture, LinkCapture, Verdict
 from testbed.clients import drivers
+from testbed.clients.gate import StartGate
 from testbed.proxy import TunnelProxy
 from testbed.scenario import Check, Scenario, Step
 from testbed.services.base import Service, proc_status_kib, wait_listening
@@ -100,7 +101,7 @@ class ScenarioRun:
         self.extra: list[subprocess.Popen[bytes]] = []
         self.lost: dict[str, int] = {}  # link -> packets its loss fault dropped
         self.proxy_peak_kib = 0  # the tunnel's VmHWM when the steps ended
-        self._session_seconds: list[float] = []  # the running step's client runs
+        self._session_spans: list[tuple[float, float]] = []  # the running step's client runs
         tag = hashlib.sha256(scenario.name.encode()).hexdigest()[:8]
         self.user = f"fts-{tag}"
         self.needles = _Needles("pw-" + secrets.token_hex(10), b"FILEMARK-" +
@@ -292,26 +293,56 @@ class ScenarioRun:
         for fault in step.before:
             self._fault(fault)
         timer = threading.Timer(step.after, lambda: [self._fault(f) for f in step.during])
-        if step.during:
-            timer.start()
-        self._session_seconds = []
-        with ThreadPoolExecutor(max_workers=step.parallel) as pool:
-            runs = list(pool.map(lambda n: self._transfer(index, n, step),
-                                 range(step.parallel)))
+        self._session_spans = []
+        ready = step.parallel
+        hosts = list(self.scenario.topology.hosts)
+        counters_before = tcpstats.snapshot(self.backend, hosts)
+        gate = StartGate(self.out / f"step{index}-gate", step.parallel) if (
+            step.parallel > 1) else None
+        try:
+            with ThreadPoolExecutor(max_workers=step.parallel) as pool:
+                pending = pool.map(lambda n: self._transfer(index, n, step, gate),
+                                   range(step.parallel))
+                if gate is not None:
+                    ready = gate.open(timeout=step.deadline)
+                if step.during:
+                    timer.start()
+                runs = list(pending)
+        finally:
+            if gate is not None:
+                gate.release()
         if step.during:
             timer.join()
         failures = [f for run in runs for f in run]
         passed = not failures
         detail = (f"{len(failures)} failed: {'; '.join(sorted(set(failures))[:3])}" if failures
                   else f"{', '.join(step.ops)} by {label}")
+        failed_sessions = [n for n, run in enumerate(runs) if run]
+        if failed_sessions and step.parallel > 1:
+            first = failed_sessions[0]
+            detail += (f"; sessions {_ranges(failed_sessions)} failed, the first said: "
+                       f"{self._client_complaint(index, f'-{first}')}")
         if step.parallel > 1:
-            times = sorted(self._session_seconds)
+            times = sorted(end - start for start, end in self._session_spans)
             detail += (f"; session p50 {times[len(times) // 2]:.2f} s, "
-                       f"p99 {times[min(len(times) - 1, len(times) * 99 // 100)]:.2f} s")
+                       f"p99 {times[min(len(times) - 1, len(times) * 99 // 100)]:.2f} s, "
+                       f"{_most_at_once(self._session_spans)} at once at the peak "
+                       f"({ready} of {step.parallel} ready at the start)")
+        stack_trouble = tcpstats.describe_growth(counters_before,
+                                                 tcpstats.snapshot(self.backend, hosts))
+        if stack_trouble:
+            detail += f"; TCP {stack_trouble}"
         expected = {"ok": "pass", "fail": "fail", "any": "pass" if passed else "fail"}[step.expect]
         return Outcome(f"step{index}", expected, Verdict("transfer", label, passed, detail))
 
-    def _transfer(self, index: int, n: int, step: Step) -> list[str]:
+    def _client_complaint(self, index: int, suffix: str) -> str:
+        """The last line a failed client printed (curl: '(28) Operation timed out ...')."""
+        path = self.out / f"step{index}{suffix}.transcript"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        said = [line for line in lines if line.strip()]
+        return said[-1][:160] if said else "nothing"
+
+    def _transfer(self, index: int, n: int, step: Step, gate: StartGate | None) -> list[str]:
         """One client's run of the step's operations, judged by evidence on both sides, not
         by exit codes (tnftp exits 0 on failure)."""
         proxied = self.scenario.proxy.kind != "none"
@@ -333,13 +364,16 @@ class ScenarioRun:
                           self.out,
                           remote_name=remote, ftps=step.ftps, limit_rate=step.limit_rate,
                           socks=(self.backend.socks_host(client_host), SOCKS_PORT),
-                          idle=step.idle)
+                          idle=step.idle, deadline=step.deadline,
+                          gate=gate.paths(n) if gate is not None else None)
         uploaded = self.site / self.needles.dir_marker / remote
         if "upload" in step.ops:
             uploaded.unlink(missing_ok=True)  # this step's upload must land there itself
         started = time.monotonic()
         transcript = drivers.run(step.client, job, step.mode, step.ops)
-        self._session_seconds.append(time.monotonic() - started)
+        # A gated session starts when the gate opens, not when its process was spawned.
+        opened = gate.opened_at if gate is not None else 0.0
+        self._session_spans.append((max(started, opened), time.monotonic()))
         (self.out / f"step{index}{suffix}.transcript").write_text(transcript)
         failures = []
         if "upload" in step.ops and self._sha(uploaded) != self.payload_sha:
@@ -531,3 +565,26 @@ def table(result: Result) -> str:
     if result.out_dir is not None:
         rows.append(f"  pcaps and logs kept in {result.out_dir}")
     return "\n".join(rows)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7': a compact list of failed session numbers."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in spans)
+
+
+def _most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The largest number of (start, end) spans open at one instant."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans],
+                   key=lambda edge: (edge[0], edge[1]))  # an end before a start at a tie
+    most = current = 0
+    for _, change in edges:
+        current += change
+        most = max(most, current)
+    return most
+

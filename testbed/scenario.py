@@ -69,6 +69,7 @@ class Step:
     limit_rate: str = ""  # curl --limit-rate, to keep a transfer running long enough
     port: int = 0  # the FTP port the client dials; 0 = the FTP service's (ftp-sftp has none)
     idle: float = 10.0  # seconds the `wait` operation sits idle on the control connection
+    deadline: float = 60.0  # each client command's time limit (curl --max-time), seconds
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,10 @@ def load(path: Path) -> Scenario:
         if "wait" in ops and spec.get("client", "curl") != "ftplib":
             raise ScenarioError(path, f"step[{i}].ops", "'wait' needs client = \"ftplib\" "
                                 "(the others cannot idle on an open session)")
+        deadline = spec.get("deadline", 60.0)
+        if not isinstance(deadline, int | float) or isinstance(deadline, bool) or deadline <= 0:
+            raise ScenarioError(path, f"step[{i}].deadline",
+                                f"{deadline!r} is not a positive number of seconds")
         steps.append(Step(_choice(path, f"step[{i}].client", spec.get("client", "curl"), CLIENTS),
                           _choice(path, f"step[{i}].mode", spec.get("mode", "epsv"), MODES),
                           ops, spec.get("server", "ftp"),
@@ -171,7 +176,7 @@ def load(path: Path) -> Scenario:
                           str(spec.get("password", "")), before, bool(spec.get("ftps", False)),
                           int(spec.get("parallel", 1)), during, float(spec.get("after", 1.0)),
                           str(spec.get("limit_rate", "")), int(spec.get("port", 0)),
-                          float(spec.get("idle", 10.0))))
+                          float(spec.get("idle", 10.0)), float(deadline)))
     checks = []
     for i, spec in enumerate(data.get("check", []), start=1):
         check = Check(_choice(path, f"check[{i}].verdict", spec.get("verdict"), CHECKS),

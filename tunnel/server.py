@@ -32,7 +32,8 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         for listen in self.ctx.config.proxy.listen:
             server = await loop.create_server(lambda: SocksSession(self.ctx), listen.host,
-                                              listen.port, reuse_address=True)
+                                              listen.port, reuse_address=True,
+                                              backlog=self.ctx.config.proxy.listen_backlog)
             self._servers.append(server)
             log.info("listening on %s", listen)
         if self.ctx.config.proxy.control_socket:

@@ -78,6 +78,16 @@ def test_sigterm_drains_running_sessions_then_exits(
     assert records[-1]["result"] == "closed-by-proxy"
 
 
+def test_listeners_take_the_configured_backlog(start_proxy: ProxyFactory) -> None:
+    """For a listening socket `ss` shows the backlog as Send-Q. asyncio's own default is
+    100, which 200 clients starting at once overflowed."""
+    require()
+    proxy = start_proxy(rule_toml("127.0.0.1", "direct"), proxy_extra="listen_backlog = 300")
+    shown = subprocess.run(["ss", "-ltnH", f"sport = :{proxy.port}"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert shown[:3] == ["LISTEN", "0", "300"], shown
+
+
 def test_idle_ssh_connection_is_closed(start_proxy: ProxyFactory, sshd: Sshd, keys: Path,
                                        known_hosts: Path, ftp_site: FtpSite) -> None:
     proxy = start_proxy(profile_toml(sshd, keys, known_hosts, extra="idle_timeout = 1.0")

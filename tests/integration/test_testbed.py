@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from testbed import faults
+from testbed import faults, tcpstats
 from testbed.backends import netns
 from testbed.backends.netns import NetnsBackend
+from testbed.clients.gate import StartGate
 from testbed.topology import build
 
 pytestmark = pytest.mark.integration
@@ -166,3 +168,60 @@ def test_random_loss_drops_its_share_and_clears(backend: NetnsBackend) -> None:
     assert 1400 <= lossy <= 1800, lossy  # 20% of 2,000 is 400 lost; binomial sd is 18
     faults.loss(backend, "lan", pct=0)
     assert udp_delivered(backend) == 2000
+
+
+FULL_LISTENER = ("import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 7003)); s.listen(0); "
+                 "time.sleep(600)")  # a backlog of 0 that never accepts: one fits, then drops
+HOLD_CONNECTS = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex((sys.argv[1], 7003))
+    held.append(s)
+time.sleep(1.5)  # past the first SYN retransmit (1 s)
+"""
+
+
+def test_step_report_sees_listen_queue_overflows(backend: NetnsBackend) -> None:
+    hosts = ["client", "ssh"]
+    before = tcpstats.snapshot(backend, hosts)
+    assert connect(backend, "client", "ssh").startswith("ok")  # the control: a roomy queue
+    assert tcpstats.describe_growth(before, tcpstats.snapshot(backend, hosts)) == ""
+    full = subprocess.Popen([*backend.exec_prefix("ssh"), sys.executable, "-c", FULL_LISTENER])
+    try:
+        time.sleep(0.5)
+        before = tcpstats.snapshot(backend, hosts)
+        held = backend.run("client", [sys.executable, "-c", HOLD_CONNECTS, "ssh", "6"])
+        assert held.returncode == 0, held.stderr
+        after = tcpstats.snapshot(backend, hosts)
+    finally:
+        full.kill()
+    assert after["ssh"]["ListenOverflows"] - before["ssh"]["ListenOverflows"] >= 4
+    assert after["client"]["TCPSynRetrans"] > before["client"]["TCPSynRetrans"]
+    assert "ssh: " in tcpstats.describe_growth(before, after)
+
+
+def test_start_gate_holds_every_client_until_all_are_ready(tmp_path: Path) -> None:
+    gate = StartGate(tmp_path / "gate", clients=3)
+    procs = []
+    for n in range(3):
+        lock, ready = gate.paths(n)
+        procs.append(subprocess.Popen(
+            ["sh", "-c", 'touch "$0" && exec flock --shared "$@"', str(ready), str(lock),
+             "sh", "-c", f"date +%s.%N > {tmp_path / str(n)}"]))
+    while len(list(gate.ready.iterdir())) < 3:
+        time.sleep(0.02)
+    time.sleep(0.3)  # time enough for a client the gate failed to hold to run
+    held_until = time.time()
+    assert gate.open(timeout=10) == 3
+    for proc in procs:
+        assert proc.wait(5) == 0
+    started = [float((tmp_path / str(n)).read_text()) for n in range(3)]
+    assert all(t >= held_until for t in started), (held_until, started)  # none went early
+    # A client that arrives after the gate opened passes at once instead of hanging.
+    lock, ready = gate.paths(3)
+    late = subprocess.run(["sh", "-c", 'touch "$0" && exec flock --shared "$@"', str(ready),
+                           str(lock), "true"], timeout=5)
+    assert late.returncode == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import capture
+from testbed import capture, runner, tcpstats
 from testbed.capture import Capture
 from testbed.scenario import ScenarioError, load
 from testbed.topology import TopologyError, build
@@ -69,6 +69,8 @@ TWO_HOSTS = ('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
     ('during = ["reboot sshd"]\n', "'reboot sshd'"),
     ('during = ["sleep soon"]\n', "'sleep soon'"),
     ('ops = ["wait"]\n', "'wait' needs client = \"ftplib\""),
+    ('deadline = 0\n', "step[1].deadline"),
+    ('deadline = "soon"\n', "'soon' is not a positive number"),
 ])
 def test_bad_scenarios_say_where(tmp_path: Path, extra: str, reason: str) -> None:
     path = tmp_path / "s.toml"
@@ -81,9 +83,41 @@ def test_link_faults_and_an_idle_session_load(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text(TWO_HOSTS +
                     '[[step]]\nclient = "ftplib"\nmode = "pasv"\nops = ["wait"]\nidle = 2.5\n'
-                    'before = ["loss l 2.5%", "down l", "sleep 1", "up l", "restart sshd"]\n')
+                    'before = ["loss l 2.5%", "down l", "sleep 1", "up l", "restart sshd"]\n'
+                    'deadline = 180\n')
     step = load(path).steps[0]
-    assert step.idle == 2.5 and step.before[0] == "loss l 2.5%"
+    assert step.idle == 2.5 and step.before[0] == "loss l 2.5%" and step.deadline == 180
+
+
+NETSTAT = ("TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPTimeouts TCPSynRetrans\n"
+           "TcpExt: 0 3 4 7 9\n"
+           "IpExt: InNoRoutes ListenOverflows\n"
+           "IpExt: 1 99\n")
+
+
+def test_tcp_counters_come_from_the_tcpext_pair_only() -> None:
+    counters = tcpstats.parse_netstat(NETSTAT)
+    assert counters["ListenOverflows"] == 3 and counters["TCPSynRetrans"] == 9
+    assert "InNoRoutes" not in counters
+
+
+def test_tcp_trouble_names_only_what_grew() -> None:
+    before = {"client": {"ListenOverflows": 3, "TCPSynRetrans": 9},
+              "ftp": {"ListenOverflows": 0, "ListenDrops": 0}}
+    after = {"client": {"ListenOverflows": 3, "TCPSynRetrans": 11},
+             "ftp": {"ListenOverflows": 25, "ListenDrops": 25}}
+    assert tcpstats.describe_growth(before, after) == (
+        "client: 2 SYN retransmits; ftp: 25 listen-queue overflows, "
+        "25 SYNs dropped at a listener")
+    assert tcpstats.describe_growth(after, after) == ""
+
+
+def test_sessions_at_once_and_failed_ranges() -> None:
+    # Three overlap in [2, 3); a span ending where another starts does not overlap it.
+    assert runner._most_at_once([(0, 3), (1, 4), (2, 5), (5, 6)]) == 3
+    assert runner._most_at_once([(0, 1), (1, 2)]) == 1
+    assert runner._most_at_once([]) == 0
+    assert runner._ranges([7, 1, 2, 3, 9, 10]) == "1-3, 7, 9-10"
 
 
 def write_pcap(path: Path, segments: list[tuple[int, bytes]], syn: bool = True) -> None:
