@@ -365,7 +365,7 @@ class ScenarioRun:
                           remote_name=remote, ftps=step.ftps, limit_rate=step.limit_rate,
                           socks=(self.backend.socks_host(client_host), SOCKS_PORT),
                           idle=step.idle, deadline=step.deadline,
-                          gate=gate.paths(n) if gate is not None else None)
+                          gate=gate.prefix(n) if gate is not None else None)
         uploaded = self.site / self.needles.dir_marker / remote
         if "upload" in step.ops:
             uploaded.unlink(missing_ok=True)  # this step's upload must land there itself

@@ -41,11 +41,9 @@ class Job:
     socks: tuple[str, int] = SOCKS  # the proxy, as the client host dials it
     idle: float = 10.0  # seconds the `wait` operation sits idle (ftplib)
     deadline: float = 60.0  # curl's --max-time; every client command is killed at twice it
-    # Parallel steps: the session's first command says it is ready (touches `ready`), then
-    # waits for a shared lock on `gate`, which the runner holds until every client is ready,
-    # so that all of them start in one instant rather than over the seconds that spawning
-    # 200 processes on a busy machine takes.
-    gate: tuple[Path, Path] | None = None  # (gate, ready)
+    # Parallel steps: the session's first command runs behind this prefix, which holds it
+    # at the runner's starting line (testbed/clients/gate.py) until every client is spawned.
+    gate: list[str] | None = None
 
     @property
     def remote(self) -> str:
@@ -69,9 +67,7 @@ def _exec(job: Job, argv: list[str], stdin: str | None = None,
           env: dict[str, str] | None = None) -> str:
     prefix = ["env", *[f"{k}={v}" for k, v in (env or {}).items()]] if env else []
     if job.gate is not None:
-        gate, ready = job.gate
-        prefix = ["sh", "-c", 'touch "$0" && exec flock --shared "$@"', str(ready), str(gate),
-                  *prefix]
+        prefix = [*job.gate, *prefix]
         job.gate = None  # only the first command waits: the session is under way
     got = job.backend.run(job.host, [*prefix, *argv], timeout=2 * job.deadline, input=stdin)
     return f"$ {' '.join(argv[:3])} ... -> exit {got.returncode}\n{got.stdout}{got.stderr}"

@@ -23,9 +23,11 @@ class StartGate:
         self._fd: int | None = os.open(self.lock, os.O_CREAT | os.O_RDWR, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
-    def paths(self, client: int) -> tuple[Path, Path]:
-        """What client number `client` waits on, and the file it touches when it does."""
-        return self.lock, self.ready / str(client)
+    def prefix(self, client: int) -> list[str]:
+        """The command prefix that holds client number `client` at the line: touch its ready
+        file, then wait for a shared lock on the gate (flock(1) runs the rest with it)."""
+        return ["sh", "-c", 'touch "$0" && exec flock --shared "$@"',
+                str(self.ready / str(client)), str(self.lock)]
 
     def open(self, timeout: float) -> int:
         """Let everyone go once all are ready, or after `timeout` s; returns how many were."""

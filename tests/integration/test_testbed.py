@@ -207,10 +207,8 @@ def test_start_gate_holds_every_client_until_all_are_ready(tmp_path: Path) -> No
     gate = StartGate(tmp_path / "gate", clients=3)
     procs = []
     for n in range(3):
-        lock, ready = gate.paths(n)
         procs.append(subprocess.Popen(
-            ["sh", "-c", 'touch "$0" && exec flock --shared "$@"', str(ready), str(lock),
-             "sh", "-c", f"date +%s.%N > {tmp_path / str(n)}"]))
+            [*gate.prefix(n), "sh", "-c", f"date +%s.%N > {tmp_path / str(n)}"]))
     while len(list(gate.ready.iterdir())) < 3:
         time.sleep(0.02)
     time.sleep(0.3)  # time enough for a client the gate failed to hold to run
@@ -221,7 +219,5 @@ def test_start_gate_holds_every_client_until_all_are_ready(tmp_path: Path) -> No
     started = [float((tmp_path / str(n)).read_text()) for n in range(3)]
     assert all(t >= held_until for t in started), (held_until, started)  # none went early
     # A client that arrives after the gate opened passes at once instead of hanging.
-    lock, ready = gate.paths(3)
-    late = subprocess.run(["sh", "-c", 'touch "$0" && exec flock --shared "$@"', str(ready),
-                           str(lock), "true"], timeout=5)
+    late = subprocess.run([*gate.prefix(3), "true"], timeout=5)
     assert late.returncode == 0
