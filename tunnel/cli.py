@@ -67,7 +67,8 @@ def _serve(cfg: Config, verbose: bool, dry_run: bool = False) -> int:
     from tunnel.hardening import protect_process_memory
     from tunnel.server import ProxyServer  # asyncssh is only needed to serve
 
-    protect_process_memory()  # before the first password can arrive
+    if not dry_run:  # a dry start takes no password, and may run inside another process
+        protect_process_memory()  # before the first password can arrive
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

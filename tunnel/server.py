@@ -11,6 +11,7 @@ from tunnel.audit import AuditLog
 from tunnel.config import Config, Profile
 from tunnel.control import ControlServer
 from tunnel.errors import ConfigError
+from tunnel.heap import release_free_heap
 from tunnel.session import Context, SocksSession
 from tunnel.ssh import SSHPool
 
@@ -61,6 +62,7 @@ class ProxyServer:
 
     async def run(self) -> None:
         await self.start()
+        release_free_heap()  # what the imports and the start freed, before serving
         await self._stopping.wait()
         await self.drain()
 

@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tunnel.addresses import is_ip, is_loopback
 from tunnel.audit import AuditLog, AuditRecord
@@ -20,12 +20,14 @@ from tunnel.config import Config
 from tunnel.datachannels import DataExpectations, Expected
 from tunnel.endpoints import SSHEnd, connect_tcp
 from tunnel.errors import RemoteProtocolError, UpstreamError
-from tunnel.ftp_sftp import FtpSftp
 from tunnel.ftp_tunnel import FtpTunnel
 from tunnel.relay import Relay, Side
 from tunnel.rules import Action, Decision, IPAddress
 from tunnel.socks import AuthRequest, Command, Credentials, Reply, Request, SocksServer
 from tunnel.ssh import Lease, Login, SSHPool
+
+if TYPE_CHECKING:  # loaded by the first ftp-sftp session: an idle daemon does without it
+    from tunnel.ftp_sftp import FtpSftp
 
 log = logging.getLogger("tunnel.session")
 
@@ -285,6 +287,7 @@ class SocksSession(asyncio.Protocol):
             return await self.ftp.prepare()
         if action is Action.FTP_SFTP:
             assert decision.profile is not None
+            from tunnel.ftp_sftp import FtpSftp
             self.ftp = FtpSftp(self, self.config.profile(decision.profile), request)
             return await self.ftp.prepare()
         if action is Action.DIRECT:
@@ -304,9 +307,8 @@ class SocksSession(asyncio.Protocol):
         """A passive data connection its control session announced: it rides that session's
         SSH connection (or its direct fallback), whatever the rules say about the port."""
         owner = expected.owner
-        if isinstance(owner, FtpSftp):
-            return await self._sftp_data(owner, expected)
-        assert isinstance(owner, FtpTunnel)
+        if not isinstance(owner, FtpTunnel):
+            return await self._sftp_data(cast("FtpSftp", owner), expected)
         rec = self.record
         rec.action, rec.rule = "ftp-data", owner.session.record.rule
         rec.control_session = owner.session.id

@@ -89,6 +89,7 @@ def test_explain_unmatched_and_name_resolution(
 
 
 def test_serve_check_binds_and_exits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import resource
     import socket
 
     with socket.socket() as probe:
@@ -97,8 +98,12 @@ def test_serve_check_binds_and_exits(tmp_path: Path, capsys: pytest.CaptureFixtu
     path = tmp_path / "t.toml"
     path.write_text(f'[proxy]\nlisten = ["127.0.0.1:{port}"]\n'
                     f'audit_log = "{tmp_path / "audit.jsonl"}"\n')
+    core_limit = resource.getrlimit(resource.RLIMIT_CORE)
     assert main(["serve", "--check", "-c", str(path)]) == 0
     assert "would start" in capsys.readouterr().out
+    # A dry start leaves its process as it found it: a real start forbids cores for good,
+    # and in here that would have been the test runner's own limit.
+    assert resource.getrlimit(resource.RLIMIT_CORE) == core_limit
     with socket.socket() as busy:  # a port in use: the dry start says so and fails
         busy.bind(("127.0.0.1", port))
         busy.listen()
