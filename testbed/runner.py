@@ -322,6 +322,8 @@ class ScenarioRun:
             first = failed_sessions[0]
             detail += (f"; sessions {_ranges(failed_sessions)} failed, the first said: "
                        f"{self._client_complaint(index, f'-{first}')}")
+        elif failed_sessions:
+            detail += f"; the client said: {self._client_complaint(index, '')}"
         if step.parallel > 1:
             times = sorted(end - start for start, end in self._session_spans)
             detail += (f"; session p50 {times[len(times) // 2]:.2f} s, "
