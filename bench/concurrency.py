@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +19,9 @@ sys.path.insert(0, str(ROOT))
 from bench.rig import (  # noqa: E402
     SocksPaths,
     SshRig,
+    cpu_s_per_gib,
     curl_argv,
-    interleaved,
+    interleaved_rates,
     metered,
     rate_table,
     write_json,
@@ -49,8 +49,7 @@ def main() -> int:
     total_mb = args.clients * args.size_mib * (1 << 20) / 1e6
     peaks: dict[str, int] = {}
     try:
-        samples = interleaved({name: (lambda run=run: total_mb / run())
-                               for name, run in peers.items()}, args.rounds)
+        samples = interleaved_rates(peers, total_mb, args.rounds)
         peaks = {name: proc_status_kib(pid, "VmHWM") for name, (_, pid) in paths.items()
                  if pid}
     finally:
@@ -63,7 +62,7 @@ def main() -> int:
     gib = args.clients * args.size_mib / 1024
     print("Proxy CPU seconds per GiB moved, and its peak RSS over the run")
     for name, peak in peaks.items():
-        per_gib = statistics.median(cpu[name][1:]) / gib  # the warm-up batch left out
+        per_gib = cpu_s_per_gib(cpu[name], gib)
         results[name].update(proxy_cpu_s_per_gib=round(per_gib, 2), peak_rss_kib=peak)
         print(f"  {name:24s} {per_gib:6.2f} s/GiB  peak RSS {peak / 1024:6.1f} MiB")
     write_json(args.json, {"clients": args.clients, "size_mib": args.size_mib,

@@ -182,6 +182,20 @@ def interleaved(peers: Mapping[str, Callable[[], float]], rounds: int) -> dict[s
     return samples
 
 
+def interleaved_rates(timed: Mapping[str, Callable[[], float]], megabytes: float,
+                      rounds: int) -> dict[str, list[float]]:
+    """interleaved() in MB/s, for peers whose run returns the seconds it took to move
+    `megabytes`."""
+    return interleaved({name: (lambda run=run: megabytes / run()) for name, run in timed.items()},
+                       rounds)
+
+
+def cpu_s_per_gib(cpu_seconds: list[float], gib: float) -> float:
+    """The median CPU seconds per GiB of a peer's runs, its warm-up run (the first, see
+    interleaved) left out."""
+    return statistics.median(cpu_seconds[1:]) / gib
+
+
 def rate_table(samples: Mapping[str, list[float]], reference_of: Callable[[str], str],
                ratio_key: str, width: int = 24) -> dict[str, dict[str, Any]]:
     """Print MB/s as median [min-max] and the ratio to each row's reference peer; return

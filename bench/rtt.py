@@ -29,7 +29,7 @@ from bench.rig import (  # noqa: E402
     SocksPaths,
     SshRig,
     curl_argv,
-    interleaved,
+    interleaved_rates,
     metered,
     rate_table,
     write_json,
@@ -103,8 +103,7 @@ def main() -> int:
         for name, (via, _) in ftp.paths.items() if name != "direct"}
     size_mb = args.size_mib * (1 << 20) / 1e6
     try:
-        samples = interleaved({name: (lambda run=run: size_mb / run())
-                               for name, run in peers.items()}, args.rounds)
+        samples = interleaved_rates(peers, size_mb, args.rounds)
     finally:
         ftp.stop()
         rig.stop()

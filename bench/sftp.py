@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.rig import (  # noqa: E402
     SshRig,
-    interleaved,
+    interleaved_rates,
     random_file_in_memory,
     rate_table,
     write_json,
@@ -80,8 +80,7 @@ def main() -> int:
     }
     size_mb = args.size_mib * (1 << 20) / 1e6
     try:
-        samples = interleaved({name: (lambda run=run: size_mb / run())
-                               for name, run in peers.items()}, args.rounds)
+        samples = interleaved_rates(peers, size_mb, args.rounds)
     finally:
         rig.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +22,9 @@ sys.path.insert(0, str(ROOT))
 from bench.rig import (  # noqa: E402
     SocksPaths,
     SshRig,
+    cpu_s_per_gib,
     curl_argv,
-    interleaved,
+    interleaved_rates,
     metered,
     rate_table,
     write_json,
@@ -52,8 +52,7 @@ def main() -> int:
                                        metered(argv, pid, out))
     size_mb = args.size_mib * (1 << 20) / 1e6
     try:
-        samples = interleaved({name: (lambda run=run: size_mb / run())
-                               for name, run in peers.items()}, args.rounds)
+        samples = interleaved_rates(peers, size_mb, args.rounds)
     finally:
         ftp.stop()
         rig.stop()
@@ -68,8 +67,7 @@ def main() -> int:
     for name, values in cpu.items():
         if "direct" in name:
             continue
-        # interleaved() warms each peer up once first: that run's figure is left out.
-        per_gib = statistics.median(values[1:]) / gib
+        per_gib = cpu_s_per_gib(values, gib)
         results[name]["proxy_cpu_s_per_gib"] = round(per_gib, 2)
         print(f"  {name:30s} {per_gib:6.2f} s/GiB")
     write_json(args.json, {"size_mib": args.size_mib, "rounds": args.rounds,
