@@ -19,9 +19,15 @@ def protect_process_memory() -> None:
     """No core dumps (RLIMIT_CORE 0, hard limit too, so nothing in the process can raise
     it back) and, on Linux, not dumpable: which also forbids ptrace by the same user."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+    libc = linux_libc()
+    if libc is not None and libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         log.warning("prctl(PR_SET_DUMPABLE, 0) failed: errno %d; cores are still off",
                     ctypes.get_errno())
+
+
+def linux_libc() -> ctypes.CDLL | None:
+    """The C library, with errno kept for ctypes.get_errno(); None off Linux, where the
+    calls made through it (prctl, malloc_trim) do not exist."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
