@@ -101,6 +101,7 @@ class ScenarioRun:
         self.extra: list[subprocess.Popen[bytes]] = []
         self.lost: dict[str, int] = {}  # link -> packets its loss fault dropped
         self.proxy_peak_kib = 0  # the tunnel's VmHWM when the steps ended
+        self.tcp_growth: dict[str, dict[str, int]] = {}  # host -> TCP trouble over the steps
         self._session_spans: list[tuple[float, float]] = []  # the running step's client runs
         tag = hashlib.sha256(scenario.name.encode()).hexdigest()[:8]
         self.user = f"fts-{tag}"
@@ -330,8 +331,9 @@ class ScenarioRun:
                        f"p99 {times[min(len(times) - 1, len(times) * 99 // 100)]:.2f} s, "
                        f"{_most_at_once(self._session_spans)} at once at the peak "
                        f"({ready} of {step.parallel} ready at the start)")
-        stack_trouble = tcpstats.describe_growth(counters_before,
-                                                 tcpstats.snapshot(self.backend, hosts))
+        grown = tcpstats.growth(counters_before, tcpstats.snapshot(self.backend, hosts))
+        tcpstats.add_growth(self.tcp_growth, grown)
+        stack_trouble = tcpstats.describe(grown)
         if stack_trouble:
             detail += f"; TCP {stack_trouble}"
         expected = {"ok": "pass", "fail": "fail", "any": "pass" if passed else "fail"}[step.expect]
@@ -481,6 +483,8 @@ class ScenarioRun:
             return Outcome(name, check.expect, Verdict(
                 "memory", "tunnel", 0 < peak <= check.max_mib,
                 f"proxy peak RSS {peak:.1f} MiB (limit {check.max_mib:g} MiB)"))
+        if check.verdict == "listen_drops":
+            return Outcome(name, check.expect, self._listen_drops(check.service))
         if check.verdict == "lost":
             dropped = self.lost.get(check.link, 0)
             return Outcome(name, check.expect, Verdict(
@@ -503,6 +507,16 @@ class ScenarioRun:
         else:
             verdict = self._integrity()
         return Outcome(name, check.expect, verdict)
+
+    def _listen_drops(self, kind: str) -> Verdict:
+        """No SYN dropped at any listener on the service's host during the steps: a full
+        listen queue there costs clients a 1, 3, 7 ... s retransmit each."""
+        host = self.scenario.service(kind).host
+        grown = self.tcp_growth.get(host, {})
+        dropped = max(grown.get("ListenDrops", 0), grown.get("ListenOverflows", 0))
+        return Verdict("listen_drops", kind, dropped == 0,
+                       f"{dropped} SYNs dropped at listeners on {host} ({kind})" if dropped
+                       else f"no SYN dropped at listeners on {host} ({kind})")
 
     def _log_check(self, check: Check) -> Verdict:
         service = self.by_kind.get(check.service)

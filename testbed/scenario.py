@@ -21,7 +21,7 @@ MODES = ("epsv", "pasv", "active")
 DEFAULT_OPS = ("upload", "download", "list")
 OPS = (*DEFAULT_OPS, "wait")  # wait: sit idle `idle` seconds (ftplib only)
 CHECKS = ("encrypted", "cleartext", "no_bypass", "only_ssh", "integrity", "log", "lost",
-          "memory", "secrets")
+          "memory", "secrets", "listen_drops")
 SERVICE_FAULT = re.compile(r"(stop|start|restart) ([a-z-]+)")
 LINK_FAULT = re.compile(r"(down|up) ([\w-]+)|loss ([\w-]+) (\d+(?:\.\d+)?)%")
 SLEEP_FAULT = re.compile(r"sleep (\d+(?:\.\d+)?)")
@@ -77,7 +77,7 @@ class Check:
     verdict: str
     link: str = ""
     expect: str = "pass"  # pass | fail: a failing check can be the point (positive control)
-    service: str = ""  # for `log`: whose log (a service kind)
+    service: str = ""  # for `log`: whose log; for `listen_drops`: whose host (a service kind)
     present: tuple[str, ...] = ()  # for `log`: lines that must appear ({user} is filled in)
     absent: tuple[str, ...] = ()  # for `log`: text that must not
     times: int = 1  # for `log`: each present line at least this often
@@ -192,6 +192,10 @@ def load(path: Path) -> Scenario:
         if check.verdict == "memory" and (check.max_mib <= 0 or proxy.kind != "tunnel"):
             raise ScenarioError(path, f"check[{i}].max_mib",
                                 "a memory check needs max_mib > 0 and a tunnel proxy")
+        if check.verdict == "listen_drops" and check.service not in {
+                s.kind for s in services}:
+            raise ScenarioError(path, f"check[{i}].service",
+                                f"{check.service!r} is not a service of this scenario")
         if check.verdict == "log" and check.service not in (*SERVICE_KINDS, "tunnel"):
             raise ScenarioError(path, f"check[{i}].service",
                                 f"{check.service!r} is not a service kind or 'tunnel'")

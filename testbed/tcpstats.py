@@ -39,15 +39,33 @@ def snapshot(backend: Backend, hosts: list[str]) -> dict[str, dict[str, int]]:
     return taken
 
 
+def growth(before: Mapping[str, Mapping[str, int]],
+           after: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """{host: {counter: how much it grew}} for the counters that grew."""
+    grown: dict[str, dict[str, int]] = {}
+    for host, counters in after.items():
+        for name in WATCHED:
+            delta = counters.get(name, 0) - before.get(host, {}).get(name, 0)
+            if name in counters and delta > 0:
+                grown.setdefault(host, {})[name] = delta
+    return grown
+
+
+def add_growth(total: dict[str, dict[str, int]], more: Mapping[str, Mapping[str, int]]) -> None:
+    """Sum one step's growth into the run's."""
+    for host, counters in more.items():
+        for name, delta in counters.items():
+            total.setdefault(host, {})[name] = total.get(host, {}).get(name, 0) + delta
+
+
+def describe(grown: Mapping[str, Mapping[str, int]]) -> str:
+    """'client: 12 listen-queue overflows, 30 SYN retransmits; ...', or '' for no growth."""
+    return "; ".join(f"{host}: " + ", ".join(f"{counters[name]} {label}"
+                                             for name, label in WATCHED.items() if name in counters)
+                     for host, counters in grown.items() if counters)
+
+
 def describe_growth(before: Mapping[str, Mapping[str, int]],
                     after: Mapping[str, Mapping[str, int]]) -> str:
-    """'client: 12 listen-queue overflows, 30 SYN retransmits; ...' for the counters that
-    grew, or '' when none did."""
-    parts = []
-    for host, counters in after.items():
-        grown = [f"{counters[name] - before.get(host, {}).get(name, 0)} {label}"
-                 for name, label in WATCHED.items()
-                 if name in counters and counters[name] > before.get(host, {}).get(name, 0)]
-        if grown:
-            parts.append(f"{host}: {', '.join(grown)}")
-    return "; ".join(parts)
+    """What grew between two snapshots, described; '' when nothing did."""
+    return describe(growth(before, after))

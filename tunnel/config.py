@@ -68,6 +68,9 @@ class ProxyConfig:
     # overflowed under 200 clients starting at once (load-200-sessions: 52 SYNs dropped, each
     # costing its client a 1 s retransmit). The kernel caps it at net.core.somaxconn.
     listen_backlog: int = 1024
+    # FTP control connections opening at once to one FTP server, until its greeting; the rest
+    # wait their turn (openings.py). vsftpd's listen queue holds 32.
+    max_openings_per_server: int = 8
 
 
 @dataclass(frozen=True)
@@ -302,6 +305,8 @@ def _parse_proxy(t: _Table) -> ProxyConfig:
         ftps=t.get("ftps", str, d.ftps),
         control_socket=t.get("control_socket", str, d.control_socket),
         listen_backlog=_within(t, "listen_backlog", d.listen_backlog, 1, 65535),
+        max_openings_per_server=_within(t, "max_openings_per_server",
+                                        d.max_openings_per_server, 1, 1024),
     )
     if cfg.ftps != "refuse":
         raise t.error("ftps", f"{cfg.ftps!r}: only \"refuse\" is possible; a TLS control "

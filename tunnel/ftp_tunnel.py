@@ -99,6 +99,10 @@ class FtpTunnel:
         self.bytes_up = 0  # control-channel bytes we sent to the server / to the client
         self.bytes_down = 0
         self._early: list[bytes] = []  # the server's greeting, if it beat our SOCKS reply
+        # This connection's turn among those opening to the same FTP server (openings.py),
+        # ended by the server's first byte.
+        self._turn = session.ctx.openings.turn((self.ssh_host, profile.port, request.host,
+                                                request.port))
         self._prepared: tuple[str, int, Relay, asyncio.Task[Lease | None]] | None = None
         # SOCKS BIND sessions waiting for their transfer, by the address they announced.
         self._binds: dict[tuple[str, int], tuple[SocksSession, socket.socket]] = {}
@@ -136,6 +140,7 @@ class FtpTunnel:
         self._closed = True
         self.session.ctx.expectations.drop_owner(self)
         self._drop_prepared()
+        self._turn.end()
         for bind_session, reserved in self._binds.values():
             reserved.close()
             bind_session.close()
@@ -157,12 +162,14 @@ class FtpTunnel:
             self._run(self.layer.upstream_opened())
 
     def server_data(self, data: bytes) -> None:
+        self._turn.end()  # the server has accepted us: the next connection may open
         if not self._started:  # fixed-user mode: the SOCKS reply must go out first
             self._early.append(data)
             return
         self._run(self.layer.server_data(data))
 
     def server_closed(self, lost: bool = False) -> None:
+        self._turn.end()
         if not self._closed:
             if lost:
                 log.warning("ftp session %d: the SSH connection under the control channel "
@@ -320,16 +327,28 @@ class FtpTunnel:
     async def _open_control(self, login: Login) -> None:
         rec = self.session.record
         rec.ssh_user = login.user
+        proxy = self.session.config.proxy
+        target = f"{self.request.host}:{self.request.port}"
+        stage = "SSH login"  # what was under way, should the deadline pass
+
+        async def take_turn() -> None:
+            nonlocal stage
+            stage = f"waiting for a turn to open {target}"
+            await self._turn.take(proxy.max_openings_per_server, proxy.connect_timeout)
+            stage = f"opening {target} through SSH"
+
         try:
             _, _, self.lease = await asyncio.wait_for(
                 self.session.ctx.pool.open_channel(
                     self.profile, self.ssh_host, login, self.request.host, self.request.port,
-                    lambda: _ControlChannel(self)),
-                self.session.config.proxy.connect_timeout * 2)
+                    lambda: _ControlChannel(self), before_open=take_turn),
+                proxy.connect_timeout * 2)
             return
         except TimeoutError:
-            failure = UpstreamError("SSH login timed out", 6)
+            self._turn.end()
+            failure = UpstreamError(f"{stage} timed out", 6)
         except UpstreamError as exc:
+            self._turn.end()
             if exc.auth_refused or not self.fallback_to_plain:
                 raise
             failure = exc

@@ -21,6 +21,7 @@ from tunnel.datachannels import DataExpectations, Expected
 from tunnel.endpoints import SSHEnd, connect_tcp
 from tunnel.errors import RemoteProtocolError, UpstreamError
 from tunnel.ftp_tunnel import FtpTunnel
+from tunnel.openings import Openings
 from tunnel.relay import Relay, Side
 from tunnel.rules import Action, Decision, IPAddress
 from tunnel.socks import AuthRequest, Command, Credentials, Reply, Request, SocksServer
@@ -41,6 +42,7 @@ class Context:
     audit: AuditLog
     sessions: dict[int, SocksSession] = field(default_factory=dict)
     expectations: DataExpectations = field(default_factory=DataExpectations)
+    openings: Openings = field(default_factory=Openings)
     next_id: int = 1
     started: float = field(default_factory=time.monotonic)
     bytes_up: int = 0  # of sessions that have ended (live ones are counted where they run)

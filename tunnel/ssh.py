@@ -148,11 +148,19 @@ class SSHPool:
         target_host: str,
         target_port: int,
         session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]],
+        before_open: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes], Lease]:
-        """Open a direct-tcpip channel to target through `profile`'s SSH server."""
-        return await self._on_live_connection(
-            profile, ssh_host, login,
-            lambda entry: self._channel(entry, target_host, target_port, session_factory))
+        """Open a direct-tcpip channel to target through `profile`'s SSH server.
+        `before_open` is awaited once the SSH connection is up, just before the channel
+        opens (an FTP control connection waits there for its turn, openings.py): an SSH
+        login in progress then holds no turn."""
+        async def use(entry: _Entry) -> tuple[asyncssh.SSHTCPChannel[bytes],
+                                              asyncssh.SSHTCPSession[bytes], Lease]:
+            if before_open is not None:
+                await before_open()
+            return await self._channel(entry, target_host, target_port, session_factory)
+
+        return await self._on_live_connection(profile, ssh_host, login, use)
 
     async def open_sftp(self, profile: Profile, ssh_host: str,
                         login: Login) -> tuple[asyncssh.SFTPClient, Lease]:

@@ -99,17 +99,25 @@ def server_commands(server: PyFtpd | Vsftpd) -> str:
 
 
 def app_profile(sshd: Sshd, known_hosts: Path, *, host: str = "127.0.0.1",
-                extra: str = "") -> str:
+                extra: str = "", user: str = "", auth: str = "password") -> str:
+    """The user the FTP client types logs in to SSH with its password (user = "")."""
     return f"""
 [[profile]]
 id = "app"
 host = "{host}"
 port = {sshd.port}
-user = ""
-auth = ["password"]
+user = "{user}"
+auth = ["{auth}"]
 known_hosts = "{known_hosts}"
 {extra}
 """
+
+
+def key_profile(sshd: Sshd, keys: Path, known_hosts: Path, *, host: str = "127.0.0.1") -> str:
+    """A fixed SSH user (root) with a key: the control channel opens before the SOCKS reply
+    and the server's own greeting is relayed."""
+    return app_profile(sshd, known_hosts, host=host, user="root", auth="publickey",
+                       extra=f'identity_files = ["{keys}"]')
 
 
 def ftp_rule(port: int, dst: str = "localhost", extra: str = "") -> str:
@@ -292,16 +300,8 @@ def test_ssh_host_is_the_ftp_host_and_fixed_key_user(
     user, password = next(iter(users.items()))
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(sshd.known_hosts_line("localhost"))
-    proxy = start_proxy(f"""
-[[profile]]
-id = "app"
-host = ""
-port = {sshd.port}
-user = "root"
-auth = ["publickey"]
-identity_files = ["{keys}"]
-known_hosts = "{known_hosts}"
-""" + ftp_rule(ftp_server.port))
+    proxy = start_proxy(key_profile(sshd, keys, known_hosts, host="")
+                        + ftp_rule(ftp_server.port))
     ftp = SocksFTP(f"socks5://{proxy.url}")
     welcome = ftp.connect("localhost", ftp_server.port)
     assert "ftp-ssh-tunnel" not in welcome and welcome.startswith("220")
@@ -427,3 +427,79 @@ def test_keyboard_interactive_only_server_gets_the_ftp_password(
         assert "Accepted password" not in kbd.log()
     finally:
         kbd.stop()
+
+
+class SlowGreeter:
+    """An FTP server that greets 0.2 s after it accepts, and counts how many connections
+    it holds ungreeted at once: the connections the proxy has opening to it."""
+
+    GREETING_DELAY = 0.2
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = int(self.listener.getsockname()[1])
+        self.ungreeted = self.most_ungreeted = self.greeted = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.ungreeted += 1
+                self.most_ungreeted = max(self.most_ungreeted, self.ungreeted)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            threading.Event().wait(self.GREETING_DELAY)
+            with self._lock:
+                self.ungreeted -= 1
+                self.greeted += 1
+            conn.sendall(b"220 slow greeter\r\n")
+            conn.recv(100)  # QUIT
+            conn.sendall(b"221 bye\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("limit", [2, 64])
+def test_a_burst_of_sessions_opens_to_one_server_a_few_at_a_time(
+        limit: int, start_proxy: ProxyFactory, sshd: Sshd, keys: Path,
+        known_hosts: Path) -> None:
+    """20 clients at once: no more than max_openings_per_server control connections are
+    opening (accepted, not yet greeted) at the server at any moment, and every client is
+    greeted. A listen queue as short as vsftpd's then never overflows. The control, at 64:
+    the same burst does reach the server all at once."""
+    server = SlowGreeter()
+    proxy = start_proxy(key_profile(sshd, keys, known_hosts) + ftp_rule(server.port),
+                        proxy_extra=f"max_openings_per_server = {limit}")
+    clients = 20
+    greetings: list[bytes] = []
+    start = threading.Barrier(clients)
+
+    def client() -> None:
+        start.wait()
+        code, sock = socks5_connect((proxy.host, proxy.port), "localhost", server.port)
+        with sock:
+            assert code == 0
+            greetings.append(sock.recv(100))
+            sock.sendall(b"QUIT\r\n")
+            sock.recv(100)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    server.close()
+    assert greetings == [b"220 slow greeter\r\n"] * clients
+    assert server.greeted == clients
+    if limit == 2:
+        assert server.most_ungreeted <= 2, server.most_ungreeted
+    else:
+        assert server.most_ungreeted > 2, server.most_ungreeted

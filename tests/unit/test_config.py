@@ -72,6 +72,7 @@ def test_defaults_are_the_safe_ones() -> None:
     assert cfg.proxy.allow_relay is False
     assert cfg.proxy.unmatched is Action.REJECT
     assert cfg.proxy.listen_backlog == 1024
+    assert cfg.proxy.max_openings_per_server == 8
     cfg = config.parse('[[profile]]\nid = "p"\n')
     assert cfg.profiles[0].host_key_policy is HostKeyPolicy.STRICT
 
@@ -83,6 +84,8 @@ def test_defaults_are_the_safe_ones() -> None:
     ("[proxy]\nlisen = []\n", "f.toml:2: proxy.lisen", "unknown key"),
     ("[proxy]\nsocks5_auth = [\"gssapi\"]\n", "proxy.socks5_auth", "none, username"),
     ("[proxy]\nlisten_backlog = 0\n", "proxy.listen_backlog", "from 1 to 65535"),
+    ("[proxy]\nmax_openings_per_server = 0\n", "proxy.max_openings_per_server",
+     "from 1 to 1024"),
     ("[[profile]]\nhost = \"x\"\n", "profile[1].id", "non-empty id"),
     ("[[profile]]\nid = \"a\"\nport = 70000\n", "f.toml:3: profile[1].port", "not a TCP port"),
     ("[[profile]]\nid = \"a\"\nport = true\n", "profile[1].port", "expected an integer"),

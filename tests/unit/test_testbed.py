@@ -62,6 +62,8 @@ TWO_HOSTS = ('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
     ('[[service]]\nkind = "sshd"\nhost = "zz"\n', "no host 'zz'"),
     ('[[check]]\nverdict = "encrypted"\nlink = "nope"\n', "no link named 'nope'"),
     ('[[check]]\nverdict = "magic"\n', "check[1].verdict"),
+    ('[[check]]\nverdict = "listen_drops"\nservice = "vsftpd"\n',
+     "'vsftpd' is not a service of this scenario"),
     ('[proxy]\nkind = "vpn"\n', "proxy.kind"),
     # keys of the step itself: faults and operations
     ('before = ["loss nope 5%"]\n', "no link named 'nope'"),
@@ -110,6 +112,17 @@ def test_tcp_trouble_names_only_what_grew() -> None:
         "client: 2 SYN retransmits; ftp: 25 listen-queue overflows, "
         "25 SYNs dropped at a listener")
     assert tcpstats.describe_growth(after, after) == ""
+
+
+def test_tcp_trouble_adds_up_over_the_steps() -> None:
+    total: dict[str, dict[str, int]] = {}
+    first = tcpstats.growth({"ftp": {"ListenDrops": 2}}, {"ftp": {"ListenDrops": 5},
+                                                          "ssh": {"TCPSynRetrans": 0}})
+    assert first == {"ftp": {"ListenDrops": 3}}
+    tcpstats.add_growth(total, first)
+    tcpstats.add_growth(total, {"ftp": {"ListenDrops": 4}, "ssh": {"TCPSynRetrans": 1}})
+    assert total == {"ftp": {"ListenDrops": 7}, "ssh": {"TCPSynRetrans": 1}}
+    assert tcpstats.describe(total) == "ftp: 7 SYNs dropped at a listener; ssh: 1 SYN retransmits"
 
 
 def test_sessions_at_once_and_failed_ranges() -> None:
