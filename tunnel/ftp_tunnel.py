@@ -334,7 +334,11 @@ class FtpTunnel:
         async def take_turn() -> None:
             nonlocal stage
             stage = f"waiting for a turn to open {target}"
-            await self._turn.take(proxy.max_openings_per_server, proxy.connect_timeout)
+            waited = await self._turn.take(proxy.max_openings_per_server, proxy.connect_timeout)
+            if waited >= 1.0:  # worth an operator's notice: the server accepts slowly
+                log.info("ftp session %d waited %.1f s for its turn to open %s "
+                         "(max_openings_per_server = %d)", self.session.id, waited, target,
+                         proxy.max_openings_per_server)
             stage = f"opening {target} through SSH"
 
         try:

@@ -46,14 +46,17 @@ class Turn:
     def held(self) -> bool:
         return self._held
 
-    async def take(self, limit: int, hold_limit: float) -> None:
-        """Wait until fewer than `limit` connections to this server are opening; idempotent
-        (a retry on a fresh SSH connection keeps the turn it has)."""
+    async def take(self, limit: int, hold_limit: float) -> float:
+        """Wait until fewer than `limit` connections to this server are opening, and return
+        the seconds waited. Idempotent: a retry on a fresh SSH connection keeps its turn."""
         if self._held:
-            return
+            return 0.0
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
         await self._openings._enter(self._key, limit)
         self._held = True
-        self._timer = asyncio.get_running_loop().call_later(hold_limit, self.end)
+        self._timer = loop.call_later(hold_limit, self.end)
+        return loop.time() - asked
 
     def end(self) -> None:
         if self._held:
