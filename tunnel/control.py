@@ -78,7 +78,7 @@ class ControlServer:
         if cmd == "status":
             live = [session_row(s) for s in sessions.values()]
             return {"ok": True, "uptime_s": round(time.monotonic() - self.ctx.started, 1),
-                    "sessions": len(live), **self.ctx.pool.stats(),
+                    "sessions": len(live), **self.ctx.pool.stats(), **self.ctx.openings.stats(),
                     "bytes_up": self.ctx.bytes_up + sum(r["bytes_up"] for r in live),
                     "bytes_down": self.ctx.bytes_down + sum(r["bytes_down"] for r in live)}
         if cmd == "list":

@@ -82,6 +82,11 @@ class Openings:
         server = self._servers.get(key)
         return len(server.waiting) if server else 0
 
+    def stats(self) -> dict[str, int]:
+        """For `tunnel ctl status`: control connections opening now, and waiting their turn."""
+        return {"ftp_openings": sum(s.opening for s in self._servers.values()),
+                "ftp_openings_waiting": sum(len(s.waiting) for s in self._servers.values())}
+
     async def _enter(self, key: ServerKey, limit: int) -> None:
         server = self._servers.setdefault(key, _Server(limit))
         server.limit = limit  # the latest config's, after a reload
@@ -90,6 +95,7 @@ class Openings:
             return
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         server.waiting.append(ready)
+        self._hand_on(server)  # a reload may have raised the limit
         try:
             await ready  # _leave hands a turn on and counts it in `opening`
         except asyncio.CancelledError:
@@ -103,12 +109,17 @@ class Openings:
     def _leave(self, key: ServerKey) -> None:
         server = self._servers[key]
         server.opening -= 1
+        self._hand_on(server)
+        self._forget_if_idle(key, server)
+
+    @staticmethod
+    def _hand_on(server: _Server) -> None:
+        """Give free turns to the longest waiting, counting them in `opening`."""
         while server.waiting and server.opening < server.limit:
             ready = server.waiting.popleft()
             if not ready.done():
                 ready.set_result(None)
                 server.opening += 1
-        self._forget_if_idle(key, server)
 
     def _forget_if_idle(self, key: ServerKey, server: _Server) -> None:
         if server.opening == 0 and not server.waiting:

@@ -187,6 +187,7 @@ def test_ctl_status_list_close_reload_on_a_live_daemon(
     assert code == 0 and read_until(sock, b"\r\n").startswith(b"220")
     status = json.loads(ctl(proxy, "status").stdout)
     assert status["ok"] and status["sessions"] == 1 and status["bytes_down"] > 0
+    assert (status["ftp_openings"], status["ftp_openings_waiting"]) == (0, 0)
     listing = ctl(proxy, "list")
     assert listing.returncode == 0
     assert f"127.0.0.1:{ftp_site.port}" in listing.stdout and "direct" in listing.stdout

@@ -30,6 +30,7 @@ def test_turns_beyond_the_limit_wait_and_go_in_arrival_order() -> None:
         await settle()
         assert order == [0, 1]
         assert (openings.opening(SERVER), openings.waiting(SERVER)) == (2, 3)
+        assert openings.stats() == {"ftp_openings": 2, "ftp_openings_waiting": 3}
         turns[1].end()
         await settle()
         assert order == [0, 1, 2]
@@ -128,5 +129,22 @@ def test_a_lower_limit_after_reload_lets_no_one_in_until_below_it() -> None:
         held[2].end()
         await asyncio.wait_for(waits, 1)
         assert late.held
+
+    asyncio.run(run())
+
+
+def test_a_higher_limit_after_reload_lets_the_waiting_in_at_once() -> None:
+    async def run() -> None:
+        openings = Openings()
+        held = openings.turn(SERVER)
+        await held.take(1, LONG)
+        waiting = openings.turn(SERVER)
+        waits = asyncio.create_task(waiting.take(1, LONG))
+        await settle()
+        assert not waiting.held
+        arriving = openings.turn(SERVER)
+        await asyncio.wait_for(arriving.take(3, LONG), 1)  # the reloaded config says 3
+        await asyncio.wait_for(waits, 1)
+        assert waiting.held and arriving.held and openings.opening(SERVER) == 3
 
     asyncio.run(run())
