@@ -30,20 +30,29 @@ class ProxyServer:
         return self.ctx.config.profile(profile_id)
 
     async def start(self) -> None:
+        # SOCKS listeners last: a client or supervisor that sees the port open may at once
+        # send SIGHUP (whose default action would kill us) or use the control socket.
         loop = asyncio.get_running_loop()
-        for listen in self.ctx.config.proxy.listen:
-            server = await loop.create_server(lambda: SocksSession(self.ctx), listen.host,
-                                              listen.port, reuse_address=True,
-                                              backlog=self.ctx.config.proxy.listen_backlog)
-            self._servers.append(server)
-            log.info("listening on %s", listen)
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGHUP, self.reload)):
+            loop.add_signal_handler(sig, handler)
         if self.ctx.config.proxy.control_socket:
             self._control = ControlServer(self.ctx, self.ctx.config.proxy.control_socket,
                                           self.reload)
             await self._control.start()
-        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
-                             (signal.SIGHUP, self.reload)):
-            loop.add_signal_handler(sig, handler)
+        try:
+            for listen in self.ctx.config.proxy.listen:
+                server = await loop.create_server(lambda: SocksSession(self.ctx), listen.host,
+                                                  listen.port, reuse_address=True,
+                                                  backlog=self.ctx.config.proxy.listen_backlog)
+                self._servers.append(server)
+                log.info("listening on %s", listen)
+        except OSError:  # a port in use: leave nothing behind, the socket file included
+            for server in self._servers:
+                server.close()
+            if self._control is not None:
+                await self._control.close()
+            raise
 
     def stop(self) -> None:
         self._stopping.set()

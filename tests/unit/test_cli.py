@@ -96,8 +96,10 @@ def test_serve_check_binds_and_exits(tmp_path: Path, capsys: pytest.CaptureFixtu
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     path = tmp_path / "t.toml"
+    control = tmp_path / "ctl.sock"
     path.write_text(f'[proxy]\nlisten = ["127.0.0.1:{port}"]\n'
-                    f'audit_log = "{tmp_path / "audit.jsonl"}"\n')
+                    f'audit_log = "{tmp_path / "audit.jsonl"}"\n'
+                    f'control_socket = "{control}"\n')
     core_limit = resource.getrlimit(resource.RLIMIT_CORE)
     assert main(["serve", "--check", "-c", str(path)]) == 0
     assert "would start" in capsys.readouterr().out
@@ -109,3 +111,4 @@ def test_serve_check_binds_and_exits(tmp_path: Path, capsys: pytest.CaptureFixtu
         busy.listen()
         assert main(["serve", "--check", "-c", str(path)]) == 1
     assert "cannot serve" in capsys.readouterr().err
+    assert not control.exists()  # the control socket, made before the listeners, is gone
