@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from tunnel.coalesce import DirectConnector
 from tunnel.config import HostKeyPolicy, Profile, loose_write_permissions
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_channel_open, reply_for_os_error
@@ -302,7 +303,8 @@ class SSHPool:
                 asyncssh.connect(
                     host,
                     profile.port,
-                    tunnel=gateway.conn if gateway else None,
+                    # through a jump host, or over TCP with one send() per loop pass
+                    tunnel=gateway.conn if gateway else DirectConnector(),
                     client_factory=lambda: _PoolClient(on_lost),
                     options=options,
                 ),
