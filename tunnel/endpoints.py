@@ -13,6 +13,7 @@ from typing import cast
 import asyncssh
 
 from tunnel.addresses import is_loopback
+from tunnel.coalesce import CorkedChannel
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_os_error
 from tunnel.relay import Relay, Side
@@ -58,7 +59,7 @@ class SSHEnd(_RelayFeed, asyncssh.SSHTCPSession[bytes]):
         super().__init__(relay, side)
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
-        self.relay.attach(self.side, chan)
+        self.relay.attach(self.side, CorkedChannel(chan))
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self.relay.data(self.side, data)

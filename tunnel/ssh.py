@@ -303,7 +303,7 @@ class SSHPool:
                 asyncssh.connect(
                     host,
                     profile.port,
-                    # through a jump host, or over TCP with one send() per loop pass
+                    # through a jump host, or over TCP with a corkable socket (coalesce.py)
                     tunnel=gateway.conn if gateway else DirectConnector(),
                     client_factory=lambda: _PoolClient(on_lost),
                     options=options,
