@@ -46,7 +46,7 @@ def growth(before: Mapping[str, Mapping[str, int]],
     for host, counters in after.items():
         for name in WATCHED:
             delta = counters.get(name, 0) - before.get(host, {}).get(name, 0)
-            if name in counters and delta > 0:
+            if delta > 0:
                 grown.setdefault(host, {})[name] = delta
     return grown
 
@@ -54,8 +54,9 @@ def growth(before: Mapping[str, Mapping[str, int]],
 def add_growth(total: dict[str, dict[str, int]], more: Mapping[str, Mapping[str, int]]) -> None:
     """Sum one step's growth into the run's."""
     for host, counters in more.items():
+        sums = total.setdefault(host, {})
         for name, delta in counters.items():
-            total.setdefault(host, {})[name] = total.get(host, {}).get(name, 0) + delta
+            sums[name] = sums.get(name, 0) + delta
 
 
 def describe(grown: Mapping[str, Mapping[str, int]]) -> str:
@@ -64,8 +65,3 @@ def describe(grown: Mapping[str, Mapping[str, int]]) -> str:
                                              for name, label in WATCHED.items() if name in counters)
                      for host, counters in grown.items() if counters)
 
-
-def describe_growth(before: Mapping[str, Mapping[str, int]],
-                    after: Mapping[str, Mapping[str, int]]) -> str:
-    """What grew between two snapshots, described; '' when nothing did."""
-    return describe(growth(before, after))

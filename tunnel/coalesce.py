@@ -43,7 +43,11 @@ class CorkableTransport:
 
     def uncork(self) -> None:
         self._corks -= 1
-        if self._corks == 0 and self._pending:
+        if self._corks == 0:
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        if self._pending:
             data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
             self._pending.clear()
             if not self._transport.is_closing():
@@ -63,9 +67,7 @@ class CorkableTransport:
         return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
 
     def close(self) -> None:
-        if self._pending:  # written before close(): it still goes out, as asyncio promises
-            self._transport.write(b"".join(self._pending))
-            self._pending.clear()
+        self._send_pending()  # written before close(): it still goes out, as asyncio promises
         self._transport.close()
 
     def abort(self) -> None:

@@ -48,10 +48,7 @@ class ProxyServer:
                 self._servers.append(server)
                 log.info("listening on %s", listen)
         except OSError:  # a port in use: leave nothing behind, the socket file included
-            for server in self._servers:
-                server.close()
-            if self._control is not None:
-                await self._control.close()
+            await self._stop_listening()
             raise
 
     def stop(self) -> None:
@@ -75,12 +72,16 @@ class ProxyServer:
         await self._stopping.wait()
         await self.drain()
 
-    async def drain(self) -> None:
-        """Stop accepting, let sessions finish up to drain_timeout, then close the rest."""
+    async def _stop_listening(self) -> None:
+        """Close the SOCKS listeners and the control socket (its file too)."""
         for server in self._servers:
             server.close()
         if self._control is not None:
             await self._control.close()
+
+    async def drain(self) -> None:
+        """Stop accepting, let sessions finish up to drain_timeout, then close the rest."""
+        await self._stop_listening()
         timeout = self.ctx.config.proxy.drain_timeout
         log.info("draining %d sessions (up to %.0f s)", len(self.ctx.sessions), timeout)
         loop = asyncio.get_running_loop()

@@ -188,7 +188,7 @@ def test_step_report_sees_listen_queue_overflows(backend: NetnsBackend) -> None:
     hosts = ["client", "ssh"]
     before = tcpstats.snapshot(backend, hosts)
     assert connect(backend, "client", "ssh").startswith("ok")  # the control: a roomy queue
-    assert tcpstats.describe_growth(before, tcpstats.snapshot(backend, hosts)) == ""
+    assert tcpstats.describe(tcpstats.growth(before, tcpstats.snapshot(backend, hosts))) == ""
     full = subprocess.Popen([*backend.exec_prefix("ssh"), sys.executable, "-c", FULL_LISTENER])
     try:
         time.sleep(0.5)
@@ -200,7 +200,7 @@ def test_step_report_sees_listen_queue_overflows(backend: NetnsBackend) -> None:
         full.kill()
     assert after["ssh"]["ListenOverflows"] - before["ssh"]["ListenOverflows"] >= 4
     assert after["client"]["TCPSynRetrans"] > before["client"]["TCPSynRetrans"]
-    assert "ssh: " in tcpstats.describe_growth(before, after)
+    assert "ssh: " in tcpstats.describe(tcpstats.growth(before, after))
 
 
 def test_start_gate_holds_every_client_until_all_are_ready(tmp_path: Path) -> None:

@@ -108,10 +108,10 @@ def test_tcp_trouble_names_only_what_grew() -> None:
               "ftp": {"ListenOverflows": 0, "ListenDrops": 0}}
     after = {"client": {"ListenOverflows": 3, "TCPSynRetrans": 11},
              "ftp": {"ListenOverflows": 25, "ListenDrops": 25}}
-    assert tcpstats.describe_growth(before, after) == (
+    assert tcpstats.describe(tcpstats.growth(before, after)) == (
         "client: 2 SYN retransmits; ftp: 25 listen-queue overflows, "
         "25 SYNs dropped at a listener")
-    assert tcpstats.describe_growth(after, after) == ""
+    assert tcpstats.describe(tcpstats.growth(after, after)) == ""
 
 
 def test_tcp_trouble_adds_up_over_the_steps() -> None:
