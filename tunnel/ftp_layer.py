@@ -37,12 +37,18 @@ from tunnel.ftp import (
     FtpError,
     Reply,
     ReplyReader,
-    multiline_reply,
     parse_227,
     parse_229,
-    parse_eprt,
-    parse_port,
     reply_line,
+)
+from tunnel.ftp_commands import (
+    LOGIN_TABLE,
+    Answer,
+    Credentials,
+    LoginDialog,
+    Quit,
+    active_address,
+    refusal,
 )
 
 TRANSFER_VERBS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
@@ -127,15 +133,6 @@ class _Pending(enum.Enum):
     ACTIVE_PASV = enum.auto()  # our PASV for an active transfer: consume
 
 
-def _is_utf8(text: str) -> bool:
-    """Arguments are decoded with surrogateescape: a surrogate marks a byte that was not UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 class FtpLayer:
     def __init__(self, *, client_host: str, server_host: str, credentials_from_app: bool,
                  send_password: bool = True,
@@ -164,12 +161,10 @@ class FtpLayer:
         # The server's last word: a close after 221 (QUIT) or 421 (its own notice) is one
         # the client has already heard about; any other close is a crash or a cut.
         self._last_reply_code = 0
-        self._pre_login: dict[str, Callable[[Command], list[Action]]] = {
-            "USER": self._pre_user, "PASS": self._pre_pass, "FEAT": self._pre_feat,
-            "OPTS": self._pre_opts, "SYST": self._pre_syst, "NOOP": self._pre_noop,
-            "QUIT": self._quit, "AUTH": self._refuse_ftps, "HELP": self._pre_help,
-            "PBSZ": self._pre_no_tls, "PROT": self._pre_no_tls, "CLNT": self._pre_noop,
-        }
+        self._dialog = LoginDialog(
+            PROXY_FEATURES,
+            "TLS refused: this session already runs inside an encrypted SSH tunnel; "
+            "continue in plain FTP.", LOGIN_TABLE)
         self._intercept: dict[str, Callable[[Command], list[Action]]] = {
             "AUTH": self._refuse_ftps, "PORT": self._port, "EPRT": self._port,
             "PASV": self._passive, "EPSV": self._passive,
@@ -223,6 +218,7 @@ class FtpLayer:
             return []
         if auth_refused:
             user, self.user = self.user, ""
+            self._dialog.forget()
             self.state = State.PRE_LOGIN
             return [ToClient(reply_line(530, f"Login incorrect: the SSH server refused user "
                                         f"{user!r}."))]
@@ -265,7 +261,7 @@ class FtpLayer:
     # -- client commands ---------------------------------------------------------------------
     def _client_command(self, command: Command) -> list[Action]:
         if self.state is State.PRE_LOGIN:
-            return self._pre_login.get(command.verb, self._pre_other)(command)
+            return self._pre_login(command)
         if self.state is not State.RELAY or self._active_transfer is not None:
             self._held.append(command)  # order is kept: they go once the step is done
             return []
@@ -277,71 +273,38 @@ class FtpLayer:
         self._pending.append((_Pending.RELAY, command))
         return [ToServer(command.encode())]
 
-    def _pre_user(self, command: Command) -> list[Action]:
-        if not command.arg:
-            return [ToClient(reply_line(501, "USER needs a user name."))]
-        if not _is_utf8(command.arg):  # it becomes the SSH user name, which is UTF-8
-            return [ToClient(reply_line(501, "User name is not valid UTF-8.")),
-                    Note("USER refused: not valid UTF-8")]
-        self.user = command.arg
-        return [ToClient(reply_line(331, f"Password required for {command.arg}."))]
-
-    def _pre_pass(self, command: Command) -> list[Action]:
-        if not self.user:
-            return [ToClient(reply_line(503, "Login with USER first."))]
-        if not _is_utf8(command.arg):  # the SSH password is UTF-8 too (RFC 4252 §8)
-            return [ToClient(reply_line(501, "Password is not valid UTF-8.")),
-                    Note("PASS refused: not valid UTF-8")]
-        self._password = command.arg
-        self.state = State.CONNECTING
-        return [OpenUpstream(self.user, command.arg if self.send_password else None),
-                Note(f"login as {self.user!r}: opening SSH")]
-
-    def _pre_feat(self, command: Command) -> list[Action]:
-        return [ToClient(multiline_reply(211, ["Features:", *PROXY_FEATURES, "End"]))]
-
-    def _pre_opts(self, command: Command) -> list[Action]:
-        if command.arg.upper().startswith("UTF8"):
+    def _pre_login(self, command: Command) -> list[Action]:
+        """We are the FTP server until the login is through (ftp_commands.LoginDialog)."""
+        refused = refusal(command, LOGIN_TABLE.get(command.verb), logged_in=False)
+        if refused is not None:
+            if command.verb not in LOGIN_TABLE:  # the rest is the server's, after login
+                refused = reply_line(530, "Please login with USER and PASS.")
+            return [ToClient(refused)]
+        step = self._dialog.step(command)
+        if isinstance(step, Quit):
+            return self._quit(command)
+        if isinstance(step, Credentials):
+            self.user, self._password = step.user, step.password
+            self.state = State.CONNECTING
+            return [OpenUpstream(step.user, step.password if self.send_password else None),
+                    Note(f"login as {step.user!r}: opening SSH")]
+        if command.verb == "OPTS" and step.reply.startswith(b"200"):
             self._replay_opts.append(command)  # the real server hears it after login
-            return [ToClient(reply_line(200, "UTF8 mode noted."))]
-        return [ToClient(reply_line(501, "Option not understood before login."))]
-
-    def _pre_syst(self, command: Command) -> list[Action]:
-        return [ToClient(reply_line(215, "UNIX Type: L8"))]
-
-    def _pre_noop(self, command: Command) -> list[Action]:
-        return [ToClient(reply_line(200, "OK."))]
-
-    def _pre_help(self, command: Command) -> list[Action]:
-        return [ToClient(reply_line(214, "Log in with USER and PASS; the rest is the server's."))]
-
-    def _pre_no_tls(self, command: Command) -> list[Action]:
-        return [ToClient(reply_line(503, "No security exchange: TLS is refused here."))]
-
-    def _pre_other(self, command: Command) -> list[Action]:
-        return [ToClient(reply_line(530, "Please login with USER and PASS."))]
+        return [ToClient(step.reply), *([Note(step.note)] if step.note else [])]
 
     def _quit(self, command: Command) -> list[Action]:
         return [ToClient(reply_line(221, "Goodbye.")), *self._close("client quit")]
 
     def _refuse_ftps(self, command: Command) -> list[Action]:
-        # RFC 2228 §3: 534 "Request denied for policy reasons". The SSH tunnel encrypts.
-        return [ToClient(reply_line(534, "TLS refused: this session already runs inside an "
-                                    "encrypted SSH tunnel; continue in plain FTP.")),
-                Note(f"refused {command.verb} {command.arg[:16]!r} (ftps = refuse)")]
+        step = self._dialog.step(command)
+        assert isinstance(step, Answer)
+        return [ToClient(step.reply), Note(step.note)]
 
     def _port(self, command: Command) -> list[Action]:
         try:
-            host, port = (parse_port if command.verb == "PORT" else parse_eprt)(command.arg)
+            self._active = active_address(command, self._is_client_address)
         except FtpError as exc:
-            return [ToClient(exc.reply or b"")]
-        # RFC 2577 §3: no bounce to a foreign host, no privileged port.
-        if not self._is_client_address(host):
-            return [ToClient(reply_line(501, f"{command.verb} refused: {host} is not your "
-                                        "address.")), Note(f"refused {command.verb} to {host}")]
-        if port < 1024:
-            return [ToClient(reply_line(501, f"{command.verb} refused: privileged port."))]
-        self._active = (host, port)
+            return [ToClient(exc.reply or b""), Note(f"refused {command.verb}: {exc}")]
         return [ToClient(reply_line(200, f"{command.verb} command successful (the proxy "
                                     "carries it through SSH)."))]
 

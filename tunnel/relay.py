@@ -58,6 +58,10 @@ class Relay:
     def attach(self, side: Side, endpoint: Endpoint) -> None:
         self._ends[side] = endpoint
 
+    def detach(self, side: Side) -> None:
+        """`side`'s endpoint is handed to someone else: never touch it again."""
+        self._ends[side] = None
+
     def start(self, client_data: bytes = b"") -> None:
         """The SOCKS reply is out: let bytes flow. `client_data` is what the client sent
         after its request, before the reply (optimistic data)."""

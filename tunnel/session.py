@@ -28,6 +28,7 @@ from tunnel.socks import AuthRequest, Command, Credentials, Reply, Request, Sock
 from tunnel.ssh import Lease, Login, SSHPool
 
 if TYPE_CHECKING:  # loaded by the first ftp-sftp session: an idle daemon does without it
+    from tunnel.dataconn import DataConnection
     from tunnel.ftp_sftp import FtpSftp
 
 log = logging.getLogger("tunnel.session")
@@ -43,6 +44,9 @@ class Context:
     sessions: dict[int, SocksSession] = field(default_factory=dict)
     expectations: DataExpectations = field(default_factory=DataExpectations)
     openings: Openings = field(default_factory=Openings)
+    # ftp-sftp temporary upload files that a lost SSH connection left behind, by
+    # (SSH server, user): removed at that user's next login (ftp_sftp._sweep_leftovers).
+    sftp_leftovers: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     next_id: int = 1
     started: float = field(default_factory=time.monotonic)
     bytes_up: int = 0  # of sessions that have ended (live ones are counted where they run)
@@ -66,6 +70,9 @@ class SocksSession(asyncio.Protocol):
         self.lease: Lease | None = None
         # The FTP control handler, when the action is ftp-tunnel or ftp-sftp.
         self.ftp: FtpTunnel | FtpSftp | None = None
+        # An ftp-sftp passive data connection: its transport goes to that session.
+        self._data_owner: FtpSftp | None = None
+        self._data: DataConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._t0 = time.monotonic()
@@ -210,6 +217,8 @@ class SocksSession(asyncio.Protocol):
         if self.ftp is not None:
             self.ftp.start(self.codec.trailing_data())
             self.transport.resume_reading()
+        elif self._data_owner is not None:
+            self._hand_over(self._data_owner)
         else:
             self.relay.start(self.codec.trailing_data())
 
@@ -325,14 +334,28 @@ class SocksSession(asyncio.Protocol):
         return "0.0.0.0", 0
 
     async def _sftp_data(self, owner: FtpSftp, expected: Expected) -> tuple[str, int]:
-        """A passive data connection of an ftp-sftp session: it ends at that session's
-        listener on this host, not at any server beyond."""
+        """A passive data connection of an ftp-sftp session ends at that session: after
+        the SOCKS reply, this connection's transport is handed to it (`_hand_over`)."""
         rec = self.record
         rec.action, rec.rule = "ftp-sftp-data", owner.session.record.rule
         rec.control_session, rec.last_hop = owner.session.id, "local"
-        return _bound(await connect_tcp(self.relay, Side.SERVER, expected.target_host,
-                                        expected.port, self.config.proxy.connect_timeout,
-                                        "ftp-sftp data listener"))
+        self._data_owner = owner
+        return "127.0.0.1", expected.port
+
+    def _hand_over(self, owner: FtpSftp) -> None:
+        """The client's transport itself goes to the ftp-sftp session, so the client's FIN
+        or RST reaches the transfer as it happened (no relay in between to turn a reset
+        into an end of file). This session writes its audit record when it closes."""
+        from tunnel.dataconn import DataConnection
+        assert self.transport is not None
+        self.relay.detach(Side.CLIENT)  # the relay is unused: it must not close it
+        conn = self._data = DataConnection(on_closed=lambda _: self._end("closed"))
+        self.transport.set_protocol(conn)
+        conn.connection_made(self.transport)
+        trailing = self.codec.trailing_data()
+        if trailing:
+            conn.data_received(trailing)
+        owner.data_arrived(conn)
 
     async def _direct(self, request: Request) -> tuple[str, int]:
         self.record.last_hop = "direct"
@@ -398,7 +421,7 @@ class SocksSession(asyncio.Protocol):
             self.transport.close()
         rec = self.record
         rec.result, rec.error = result, error
-        counted = self.ftp if self.ftp is not None else self.relay
+        counted = self.ftp or self._data or self.relay
         rec.bytes_up, rec.bytes_down = counted.bytes_up, counted.bytes_down
         rec.duration_ms = round((time.monotonic() - self._t0) * 1000, 1)
         self.ctx.sessions.pop(self.id, None)

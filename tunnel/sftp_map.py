@@ -103,6 +103,10 @@ class Entry:
     def is_dir(self) -> bool:
         return self.permissions is not None and stat.S_ISDIR(self.permissions)
 
+    @property
+    def is_link(self) -> bool:
+        return self.permissions is not None and stat.S_ISLNK(self.permissions)
+
 
 def _ls_time(mtime: int | None, now: float) -> str:
     """`ls -l` time: month day hh:mm within the last six months, else month day year."""
