@@ -20,7 +20,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncssh
 
@@ -90,6 +90,7 @@ class FtpSftp:
         self._data: DataConnection | None = None
         self._aborting = False
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._closed = False
         rec = session.record
         rec.ssh_server = f"{self.ssh_host}:{profile.port}"
@@ -130,8 +131,11 @@ class FtpSftp:
             return
         self._closed = True
         self.session.ctx.expectations.drop_owner(self)
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
+        # The running operation is not cancelled: cancelling asyncssh's parallel reads
+        # orphans their inner tasks. It ends by itself, quickly: its data connection is
+        # aborted below and its SFTP calls fail on the closed client; its result is dropped.
+        if self._watch is not None and self._watch is not asyncio.current_task():
+            self._watch.cancel()
         self._drop_data()
         self.session.record.data_channels = self.layer.data_channels
         if self.sftp is not None:
@@ -252,7 +256,7 @@ class FtpSftp:
         rec.ssh_user = rec.ftp_user = op.user
         pool, timeout = self.session.ctx.pool, self.session.config.proxy.connect_timeout * 2
         try:
-            sftp, self.lease = await asyncio.wait_for(
+            sftp, lease = await asyncio.wait_for(
                 pool.open_sftp(self.profile, self.ssh_host, login), timeout)
         except (UpstreamError, TimeoutError) as exc:
             failure = exc if isinstance(exc, UpstreamError) else UpstreamError(
@@ -260,12 +264,24 @@ class FtpSftp:
             rec.ssh_failure = failure.ssh_failure
             log.warning("sftp session %d: %s", self.session.id, failure)
             raise _LoginError(layer.LoginFailed(str(failure), failure.auth_refused)) from None
-        self.sftp = sftp
+        if self._closed:  # the client left while we logged in
+            sftp.exit()
+            lease.release()
+            raise _LoginError(layer.LoginFailed("the client left", auth_refused=False))
+        self.sftp, self.lease = sftp, lease
+        self._watch = asyncio.get_running_loop().create_task(self._watch_connection(sftp))
         home = await sftp.realpath(".")
         await self._sweep_leftovers(sftp, op.user)
         log.info("sftp session %d: %s logged in over SFTP at %s, home %s", self.session.id,
                  op.user, rec.ssh_server, home)
         return home
+
+    async def _watch_connection(self, sftp: asyncssh.SFTPClient) -> None:
+        """A lost SSH connection is told at once (421), not when the next SFTP call fails:
+        a download paced by a slow client may not ask for the next block for a while."""
+        await sftp.wait_closed()
+        if not self._closed:
+            self._apply(self.layer.ssh_lost("the SFTP session closed under us"))
 
     def _leftover_key(self, user: str) -> tuple[str, str]:
         return self.session.record.ssh_server, user
@@ -404,8 +420,7 @@ class FtpSftp:
         except DataCut as cut:
             return layer.Transferred(cut.ending, sent, cut.detail)
         finally:
-            if not ahead.done():
-                ahead.cancel()
+            _settle(ahead)
             self._data = None
 
     async def _upload(self, op: layer.Upload) -> layer.Transferred:
@@ -441,8 +456,8 @@ class FtpSftp:
             conn.close()
             return layer.Transferred(layer.Ending.COMPLETE, written)
         finally:
-            if writing is not None and not writing.done():
-                writing.cancel()
+            if writing is not None:
+                _settle(writing)
             if self._data is conn and conn.ending is not layer.Ending.COMPLETE:
                 conn.abort()  # we stopped reading before its end: the client must know
             self._data = None
@@ -452,6 +467,16 @@ class _LoginError(Exception):
     def __init__(self, failure: layer.LoginFailed) -> None:
         super().__init__(failure.message)
         self.failure = failure
+
+
+def _settle(task: asyncio.Task[Any]) -> None:
+    """A read ahead or write behind that is no longer wanted runs to its end, its outcome
+    dropped: cancelling it would orphan asyncssh's parallel requests inside."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+    else:
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
 
 
 def _entry(name: str, attrs: asyncssh.SFTPAttrs, longname: str = "") -> Entry:

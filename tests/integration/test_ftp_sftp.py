@@ -4,6 +4,7 @@ delete, with every file's sha256 checked on both sides and the reply codes of fa
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import hashlib
 import io
@@ -11,7 +12,12 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
+import socket
+import stat
+import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,3 +252,138 @@ def test_lftp_puts_gets_lists_renames_and_removes(gateway: Gateway, tmp_path: Pa
     assert "m.bin" in got.stdout
     assert _digest((tmp_path / "back.bin").read_bytes()) == _digest(payload)
     assert list(gateway.home.iterdir()) == []
+
+
+# -- data safety (issue "ftp-sftp: lose no file, ever") -----------------------------------------
+def _session_processes(sshd: Sshd) -> list[int]:
+    """sshd's per-connection processes (and theirs): everything under the listener."""
+    assert sshd.proc is not None
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = [], list(children.get(sshd.proc.pid, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _kill_ssh_sessions(sshd: Sshd) -> int:
+    pids = _session_processes(sshd)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def test_commands_missing_their_argument_are_501_and_change_nothing(gateway: Gateway) -> None:
+    (gateway.home / "work").mkdir()
+    _own(gateway, gateway.home / "work")
+    (gateway.home / "work" / "keep.txt").write_bytes(b"keep")
+    ftp = gateway.ftp()
+    try:
+        ftp.cwd("work")
+        for verb in ("RMD", "DELE", "MKD", "CWD", "RETR", "SIZE", "RNFR"):
+            with pytest.raises(ftplib.error_perm, match=r"^501"):
+                ftp.sendcmd(verb)
+        with pytest.raises(ftplib.error_perm, match=r"^503"):  # RNFR was refused: no source
+            ftp.sendcmd("RNTO ../moved")
+        ftp.set_pasv(True)
+        with pytest.raises(ftplib.error_perm, match=r"^501"):  # before any 150
+            ftp.storbinary("STOR", io.BytesIO(b"x"))
+        assert ftp.pwd() == f"{gateway.home}/work"
+    finally:
+        ftp.quit()
+    assert sorted(p.name for p in gateway.home.iterdir()) == ["work"]
+    assert [p.name for p in (gateway.home / "work").iterdir()] == ["keep.txt"]
+
+
+def test_a_reset_mid_stor_keeps_the_old_file_and_a_clean_one_keeps_its_mode(
+        gateway: Gateway) -> None:
+    target = gateway.home / "report.bin"
+    old = os.urandom(300_000)
+    target.write_bytes(old)
+    _own(gateway, target)
+    os.chmod(target, 0o755)
+    ftp = gateway.ftp()
+    try:
+        ftp.voidcmd("TYPE I")
+        conn = ftp.transfercmd("STOR report.bin")
+        conn.sendall(os.urandom(3 * 1024 * 1024))
+        # SO_LINGER on, zero timeout: close() sends RST, as a crashing client's kernel does.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        with pytest.raises(ftplib.error_temp, match=r"^426"):
+            ftp.voidresp()
+        assert target.read_bytes() == old and stat.S_IMODE(target.stat().st_mode) == 0o755
+        assert [p.name for p in gateway.home.iterdir()] == ["report.bin"]  # no .part left
+        new = os.urandom(500_000)
+        assert ftp.storbinary("STOR report.bin", io.BytesIO(new)).startswith("226")
+        assert target.read_bytes() == new
+        assert stat.S_IMODE(target.stat().st_mode) == 0o755  # as vsftpd and `sftp put`
+        assert target.stat().st_uid == pwd.getpwnam(gateway.user).pw_uid
+    finally:
+        ftp.quit()
+
+
+def test_ssh_lost_mid_retr_is_421_at_once_and_the_data_connection_ends(
+        gateway: Gateway, sshd: Sshd) -> None:
+    big = gateway.home / "big.bin"
+    with open(big, "wb") as fh:
+        fh.write(os.urandom(32 * 1024 * 1024))
+    _own(gateway, big)
+    ftp = gateway.ftp()
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("RETR big.bin")
+    conn.recv(65536)  # the transfer is under way; then we read no more for a while
+    assert _kill_ssh_sessions(sshd) > 0
+    started = time.monotonic()
+    conn.settimeout(10)
+    ftp.sock.settimeout(10)
+    with pytest.raises(ftplib.error_temp, match=r"^421"):
+        ftp.voidresp()  # the 421 comes without the client draining the data first
+    told = time.monotonic() - started
+    received = 0
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := conn.recv(1 << 20):
+            received += len(chunk)
+    ended = time.monotonic() - started
+    conn.close()
+    assert told < 2.0 and ended < 2.0, (told, ended)
+    assert received < 32 * 1024 * 1024  # cut, not a whole file
+    assert ftp.sock.recv(100) == b""  # the control connection is closed after the 421
+    records = [r for r in gateway.proxy.audit() if r["action"] == "ftp-sftp"]
+    assert records and records[-1]["ssh_failure"] == "ssh", records[-1:]
+
+
+def test_ssh_lost_mid_stor_leaves_nothing_under_the_name_and_the_next_login_sweeps(
+        gateway: Gateway, sshd: Sshd) -> None:
+    ftp = gateway.ftp()
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("STOR up.bin")
+    conn.sendall(os.urandom(2 * 1024 * 1024))
+    assert _kill_ssh_sessions(sshd) > 0
+    started = time.monotonic()
+    ftp.sock.settimeout(10)
+    with pytest.raises(ftplib.error_temp, match=r"^421"):
+        ftp.voidresp()
+    assert time.monotonic() - started < 2.0
+    with contextlib.suppress(OSError):  # the proxy reset it: the upload did not land
+        conn.settimeout(5)
+        for _ in range(100):
+            conn.sendall(b"\0" * 65536)
+    conn.close()
+    assert not (gateway.home / "up.bin").exists()
+    # The temporary file may stay on the server until the user's next login removes it.
+    assert all(p.name.startswith(".up.bin.part-") for p in gateway.home.iterdir())
+    again = gateway.ftp()
+    try:
+        assert again.nlst() == []
+        assert list(gateway.home.iterdir()) == []
+    finally:
+        again.quit()
