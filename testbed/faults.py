@@ -1,6 +1,6 @@
 """Faults on a running topology: netem delay, loss and rate on a link (both directions,
 since netem shapes egress only), random loss through nftables where the kernel has no
-netem, a link down and up, a service killed and restarted."""
+netem, a link down and up, a service killed and restarted, a service's sessions killed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Mapping
+from pathlib import Path
 
 from testbed.backends.netns import NetnsBackend
 from testbed.services.base import Service
@@ -117,3 +119,55 @@ def restart(service: Service, kill: bool = True) -> None:
     else:
         service.stop()
     service.start()
+
+
+def descendants(parents: Mapping[int, int], root: int) -> list[int]:
+    """Every process under `root` (not root itself), given pid -> parent pid; the deepest
+    first, so that no parent outlives its children long enough to act on their death."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    found: list[tuple[int, int]] = []  # (depth, pid)
+    frontier, depth = [root], 0
+    while frontier:
+        depth += 1
+        frontier = sorted(c for pid in frontier for c in children.get(pid, ()) if c != root)
+        found += [(depth, pid) for pid in frontier]
+    return [pid for _, pid in sorted(found, key=lambda entry: -entry[0])]
+
+
+def parse_ppid(stat: str) -> int:
+    """The parent pid from a /proc/PID/stat line; the command name, in parentheses, may
+    itself hold spaces and parentheses ("sshd: user@notty" does not, a thread name may)."""
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _process_parents() -> dict[int, int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError):
+                parents[int(entry.name)] = parse_ppid((entry / "stat").read_text())
+    return parents
+
+
+def kill_sessions(service: Service) -> list[str]:
+    """SIGKILL every process under the service's own (sshd's per-connection "[priv]" and
+    "user@notty" processes, with the sftp server inside or under them), not the service:
+    its connections die as if the OOM killer or an operator took them, while the listener
+    stays and a client can connect again at once. Returns what it killed, by command line.
+    The netns and local backends only: under docker the service's processes are not ours."""
+    if service.proc is None or service.proc.poll() is not None:
+        raise FaultUnavailable(f"kill-sessions: {service.name} is not running")
+    if service.prefix[:1] == ["docker"]:
+        raise FaultUnavailable("kill-sessions needs the netns or local backend")
+    killed = []
+    for pid in descendants(_process_parents(), service.proc.pid):
+        with contextlib.suppress(OSError):
+            name = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(f"{pid} {name.decode(errors='replace')}")
+    if not killed:
+        raise RuntimeError(f"kill-sessions: {service.name} has no session process to kill "
+                           "(the fault would prove nothing)")
+    return killed

@@ -4,9 +4,12 @@ the client steps, then judge the checks. A failing scenario keeps its pcaps and 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import getpass
 import hashlib
 import os
+import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -103,6 +106,11 @@ class ScenarioRun:
         self.proxy_peak_kib = 0  # the tunnel's VmHWM when the steps ended
         self.tcp_growth: dict[str, dict[str, int]] = {}  # host -> TCP trouble over the steps
         self._session_spans: list[tuple[float, float]] = []  # the running step's client runs
+        self._fired_at: float | None = None  # when the running step's `during` faults fired
+        self._during_error = ""  # what went wrong in them (they run on a timer thread)
+        self._killed: list[str] = []  # what the running step's kill-sessions faults killed
+        self.placed: dict[str, tuple[str, int]] = {}  # [[file]] name -> (sha256, mode)
+        self._file_verdicts: dict[int, Verdict] = {}  # check index -> `file` taken mid-run
         tag = hashlib.sha256(scenario.name.encode()).hexdigest()[:8]
         self.user = f"fts-{tag}"
         self.needles = _Needles("pw-" + secrets.token_hex(10), b"FILEMARK-" +
@@ -140,8 +148,9 @@ class ScenarioRun:
                 tap.start()
             try:
                 self._start_proxy()
-                step_outcomes = [self._step(i, step)
-                                 for i, step in enumerate(self.scenario.steps, start=1)]
+                step_outcomes = [outcome
+                                 for i, step in enumerate(self.scenario.steps, start=1)
+                                 for outcome in self._step(i, step)]
             finally:
                 captures = [tap.stop() for tap in taps]
                 self._count_losses()
@@ -195,6 +204,19 @@ class ScenarioRun:
                 digest.update(chunk)
                 written += len(chunk)
         self.payload_sha = digest.hexdigest()
+        for placed in self.scenario.files:
+            self._place(shared / placed.name, placed.size_kib, placed.mode)
+
+    def _place(self, path: Path, size_kib: int, mode: int) -> None:
+        """A `[[file]]`: random bytes (never the payload), the scenario user's own, as a file
+        the user uploaded earlier would be; its sha256 and mode kept for `file` checks."""
+        content = os.urandom(size_kib * 1024)
+        path.write_bytes(content)
+        if self.root:
+            entry = pwd.getpwnam(self.user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        path.chmod(mode)  # after chown, which may clear set-id bits
+        self.placed[path.name] = (hashlib.sha256(content).hexdigest(), mode)
 
     def _start_services(self) -> None:
         key = keygen(self.out / "id_ed25519", "scenario-client")
@@ -284,17 +306,54 @@ class ScenarioRun:
         self.extra.append(proc)
         wait_listening(prefix, SOCKS_PORT, 15, lambda: proc.poll() is None)
 
-    def _step(self, index: int, step: Step) -> Outcome:
+    def _step(self, index: int, step: Step) -> list[Outcome]:
+        """The step's transfer verdict, then its ends_within and said verdicts if it has
+        them; `file` checks to be judged right after this step look at the files now."""
+        outcomes = self._step_transfer(index, step)
+        if step.ends_within and outcomes[0].expected != "n/a":
+            outcomes.append(Outcome(f"step{index}.ends_within", "pass", self._ends_within(step)))
+        if step.said and outcomes[0].expected != "n/a":
+            outcomes.append(Outcome(f"step{index}.said", "pass", self._said(index, step)))
+        for n, check in enumerate(self.scenario.checks):
+            if check.verdict == "file" and check.after_step == index:
+                self._file_verdicts[n] = self._file(check)
+        return outcomes
+
+    def _during(self, step: Step) -> None:
+        """The step's `during` faults, on the timer thread: an exception there would be lost,
+        so it is kept for the step to raise."""
+        try:
+            for fault in step.during:
+                self._fault(fault)
+        except Exception as exc:
+            self._during_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._fired_at = time.monotonic()
+
+    def _ends_within(self, step: Step) -> Verdict:
+        return ends_within(self._fired_at, [end for _, end in self._session_spans],
+                           step.ends_within, f"{step.client} after {', '.join(step.during)}")
+
+    def _said(self, index: int, step: Step) -> Verdict:
+        suffixes = [f"-{n}" for n in range(step.parallel)] if step.parallel > 1 else [""]
+        transcripts = {}
+        for suffix in suffixes:
+            path = self.out / f"step{index}{suffix}.transcript"
+            transcripts[suffix[1:]] = path.read_text(errors="replace") if path.exists() else ""
+        return said(transcripts, step.said, step.client)
+
+    def _step_transfer(self, index: int, step: Step) -> list[Outcome]:
         proxied = self.scenario.proxy.kind != "none"
         label = f"{step.client} {step.mode}" + (f" x{step.parallel}" if step.parallel > 1 else "")
         reason = drivers.not_applicable(step.client, step.mode, proxied)
         if reason:
-            return Outcome(f"step{index}", "n/a", Verdict("transfer", label, True,
-                                                          f"not applicable: {reason}"))
+            return [Outcome(f"step{index}", "n/a", Verdict("transfer", label, True,
+                                                           f"not applicable: {reason}"))]
         for fault in step.before:
             self._fault(fault)
-        timer = threading.Timer(step.after, lambda: [self._fault(f) for f in step.during])
+        timer = threading.Timer(step.after, self._during, (step,))
         self._session_spans = []
+        self._fired_at, self._during_error, self._killed = None, "", []
         ready = step.parallel
         hosts = list(self.scenario.topology.hosts)
         counters_before = tcpstats.snapshot(self.backend, hosts)
@@ -314,6 +373,8 @@ class ScenarioRun:
                 gate.release()
         if step.during:
             timer.join()
+        if self._during_error:
+            raise RuntimeError(f"step {index}: a `during` fault failed: {self._during_error}")
         failures = [f for run in runs for f in run]
         passed = not failures
         detail = (f"{len(failures)} failed: {'; '.join(sorted(set(failures))[:3])}" if failures
@@ -336,8 +397,10 @@ class ScenarioRun:
         stack_trouble = tcpstats.describe(grown)
         if stack_trouble:
             detail += f"; TCP {stack_trouble}"
+        if self._killed:
+            detail += f"; kill-sessions killed {len(self._killed)}: {', '.join(self._killed)}"
         expected = {"ok": "pass", "fail": "fail", "any": "pass" if passed else "fail"}[step.expect]
-        return Outcome(f"step{index}", expected, Verdict("transfer", label, passed, detail))
+        return [Outcome(f"step{index}", expected, Verdict("transfer", label, passed, detail))]
 
     def _client_complaint(self, index: int, suffix: str) -> str:
         """The last line a failed client printed (curl: '(28) Operation timed out ...')."""
@@ -371,8 +434,11 @@ class ScenarioRun:
                           idle=step.idle, deadline=step.deadline,
                           gate=gate.prefix(n) if gate is not None else None)
         uploaded = self.site / self.needles.dir_marker / remote
-        if "upload" in step.ops:
-            uploaded.unlink(missing_ok=True)  # this step's upload must land there itself
+        if "upload" in step.ops and self._holds_payload(uploaded):
+            # This step's upload must land there itself. Other content stays for the upload
+            # to replace (a [[file]] placed there, a failed step's remains): if the upload
+            # fails, the file still differs from the payload.
+            uploaded.unlink()
         started = time.monotonic()
         transcript = drivers.run(step.client, job, step.mode, step.ops)
         # A gated session starts when the gate opens, not when its process was spawned.
@@ -389,6 +455,8 @@ class ScenarioRun:
                 failures.append("download: missing or differs")
         if "list" in step.ops and remote not in transcript:
             failures.append(f"list: {remote} not listed")
+        if "upload-reset" in step.ops:
+            failures += _reset_failures(transcript)
         return failures
 
     def _fault(self, fault: str) -> None:
@@ -406,12 +474,43 @@ class ScenarioRun:
                 faults.link_state(self.backend, target, up=verb == "up")
             return
         service = self.by_kind[target]
-        if verb == "stop":
+        if verb == "kill-sessions":
+            self._killed += faults.kill_sessions(service)
+        elif verb == "stop":
             service.stop()
         elif verb == "start":
             service.start()
         else:
             faults.restart(service)
+
+    def _holds_payload(self, path: Path) -> bool:
+        try:
+            if path.stat().st_size != self.scenario.size_kib * 1024:
+                return False  # no need to hash a GiB to know
+        except OSError:
+            return False
+        return self._sha(path) == self.payload_sha
+
+    def _file(self, check: Check) -> Verdict:
+        """A file in the steps' directory against what the check says it holds, with its
+        mode; and no name in the directory matching the check's `absent` globs."""
+        folder = self.site / self.needles.dir_marker
+        path = folder / check.name
+        names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        stray = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in check.absent)]
+        wrong = file_faults(path, check.holds, check.mode,
+                            self.placed.get(check.name, ("", 0)), self.payload, self.payload_sha)
+        if stray:
+            wrong.append(f"{', '.join(stray[:3])} present" + (
+                f" (and {len(stray) - 3} more)" if len(stray) > 3 else ""))
+        when = f"after step {check.after_step}" if check.after_step else "at the end"
+        if wrong:
+            return Verdict("file", check.name, False, f"{when}: {'; '.join(wrong)}")
+        what = {"placed": "the placed file, unchanged", "payload": "the payload",
+                "nothing": "no file"}[check.holds]
+        return Verdict("file", check.name, True, f"{when}: {what}" + (
+            f", mode {check.mode:04o}" if check.mode is not None else "") + (
+            f"; nothing matches {', '.join(check.absent)}" if check.absent else ""))
 
     @staticmethod
     def _sha(path: Path) -> str:
@@ -485,6 +584,12 @@ class ScenarioRun:
                 f"proxy peak RSS {peak:.1f} MiB (limit {check.max_mib:g} MiB)"))
         if check.verdict == "listen_drops":
             return Outcome(name, check.expect, self._listen_drops(check.service))
+        if check.verdict == "file":
+            index = self.scenario.checks.index(check)
+            name = f"file({check.name}" + (
+                f" after step{check.after_step})" if check.after_step else ")")
+            verdict = self._file_verdicts.get(index) or self._file(check)
+            return Outcome(name, check.expect, verdict)
         if check.verdict == "lost":
             dropped = self.lost.get(check.link, 0)
             return Outcome(name, check.expect, Verdict(
@@ -581,6 +686,107 @@ def table(result: Result) -> str:
     if result.out_dir is not None:
         rows.append(f"  pcaps and logs kept in {result.out_dir}")
     return "\n".join(rows)
+
+
+def ends_within(fired_at: float | None, ends: list[float], limit: float,
+                label: str) -> Verdict:
+    """How long after the `during` faults fired (`fired_at`, time.monotonic()) the step's
+    last client ended (`ends`): within `limit` seconds passes."""
+    if fired_at is None or not ends:
+        return Verdict("ends_within", label, False, "the faults never fired")
+    late = max(ends) - fired_at
+    if late < 0:
+        return Verdict("ends_within", label, False,
+                       f"the client had ended {-late:.2f} s before the faults fired: "
+                       "nothing judged (a bigger file or a lower limit_rate)")
+    return Verdict("ends_within", label, late <= limit,
+                   f"the client ended {late:.2f} s after the faults fired (limit {limit:g} s)")
+
+
+def said(transcripts: dict[str, str], wanted: tuple[str, ...], client: str) -> Verdict:
+    """Every client's transcript (by session number, "" for a single one) holds each of
+    `wanted`: the replies and errors it printed."""
+    missing = [f"{text!r}" + (f" (session {n})" if n else "")
+               for n, transcript in transcripts.items() for text in wanted
+               if text not in transcript]
+    if missing:
+        last = next((line for line in reversed(next(iter(transcripts.values()), "")
+                                               .splitlines()) if line.strip()), "nothing")
+        return Verdict("said", client, False, f"not said: {', '.join(missing[:3])}; the "
+                       f"client's last line: {last[:160]}")
+    return Verdict("said", client, True, f"{', '.join(repr(t) for t in wanted)} in "
+                   f"{len(transcripts)} transcript{'s' if len(transcripts) > 1 else ''}")
+
+
+def file_faults(path: Path, holds: str, mode: int | None, placed: tuple[str, int],
+                payload: Path, payload_sha: str) -> list[str]:
+    """What is wrong with `path` for a `file` check wanting it to hold `holds` (placed:
+    the content and mode `placed` = (sha256, mode) describes; payload; nothing), with the
+    permission bits `mode` if given: each fault said with its figures; [] if none."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return [] if holds == "nothing" else ["missing"]
+    size = _size(st.st_size)
+    if holds == "nothing":
+        return [f"exists: {size} ({_what_of_payload(path, st.st_size, payload)}), "
+                f"mode {st.st_mode & 0o7777:04o}"]
+    want_sha = placed[0] if holds == "placed" else payload_sha
+    want_mode = mode if mode is not None else (placed[1] if holds == "placed" else None)
+    wrong = []
+    sha = ScenarioRun._sha(path)
+    if sha != want_sha:
+        what = "the whole payload" if sha == payload_sha else _what_of_payload(
+            path, st.st_size, payload)
+        wrong.append(f"holds {size}: {what} (sha256 {sha[:12]})")
+    if want_mode is not None and st.st_mode & 0o7777 != want_mode:
+        wrong.append(f"mode {st.st_mode & 0o7777:04o}, want {want_mode:04o}")
+    return wrong
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.2f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def _common_prefix(path: Path, whole: Path) -> int:
+    """How many bytes at the start of the file are the same as those of `whole`."""
+    same = 0
+    try:
+        with open(path, "rb") as part, open(whole, "rb") as full:
+            while chunk := part.read(1 << 20):
+                other = full.read(len(chunk))
+                if other != chunk:
+                    differ = (i for i, (a, b) in enumerate(zip(chunk, other, strict=False))
+                              if a != b)
+                    return same + next(differ, len(other))  # or `whole` ends first
+                same += len(chunk)
+    except OSError:
+        return 0
+    return same
+
+
+def _what_of_payload(path: Path, size: int, payload: Path) -> str:
+    """A file that is not the payload, said against it: a cut upload is a beginning of it."""
+    same = _common_prefix(path, payload)
+    if same == size == payload.stat().st_size:
+        return "the whole payload"
+    if same == size > 0:
+        return f"a partial upload of {_size(payload.stat().st_size)}"
+    if same > 0:
+        return f"the payload's first {same} bytes, then others"
+    return "not the payload"
+
+
+def _reset_failures(transcript: str) -> list[str]:
+    """The `upload-reset` op's evidence: the server answered the cut upload with a 4xx
+    (426 or 451), not 226 (which takes a cut file for a whole one) and not silence."""
+    said = re.findall(rf"^{re.escape(drivers.RESET_REPLY)} (.*)$", transcript, re.MULTILINE)
+    if not said:
+        return ["upload-reset: no reply to the cut upload (the client did not get that far)"]
+    if not said[-1].startswith("4"):
+        return [f"upload-reset: the server answered {said[-1][:60]!r} to a cut upload, "
+                "not 426/451"]
+    return []
 
 
 def _ranges(numbers: list[int]) -> str:

@@ -6,6 +6,7 @@ See README "Scenario files" for the format and a worked example.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -19,14 +20,20 @@ PROXY_KINDS = ("none", "tunnel", "ssh-D")
 CLIENTS = ("curl", "lftp", "ftplib", "tnftp")
 MODES = ("epsv", "pasv", "active")
 DEFAULT_OPS = ("upload", "download", "list")
-OPS = (*DEFAULT_OPS, "wait")  # wait: sit idle `idle` seconds (ftplib only)
+# wait: sit idle `idle` seconds; upload-reset: STOR half the payload, then cut the data
+# connection with a TCP RST (both ftplib only)
+OPS = (*DEFAULT_OPS, "wait", "upload-reset")
+FTPLIB_ONLY_OPS = ("wait", "upload-reset")
 CHECKS = ("encrypted", "cleartext", "no_bypass", "only_ssh", "integrity", "log", "lost",
-          "memory", "secrets", "listen_drops")
-SERVICE_FAULT = re.compile(r"(stop|start|restart) ([a-z-]+)")
+          "memory", "secrets", "listen_drops", "file")
+# What a `file` check wants under its name: the `[[file]]` placed there, byte for byte and
+# mode for mode; the payload the steps move; or no file at all.
+HOLDS = ("placed", "payload", "nothing")
+SERVICE_FAULT = re.compile(r"(stop|start|restart|kill-sessions) ([a-z-]+)")
 LINK_FAULT = re.compile(r"(down|up) ([\w-]+)|loss ([\w-]+) (\d+(?:\.\d+)?)%")
 SLEEP_FAULT = re.compile(r"sleep (\d+(?:\.\d+)?)")
-FAULT_FORMS = ("'stop|start|restart <service kind>', 'down|up <link>', 'loss <link> <n>%' "
-               "or 'sleep <seconds>'")
+FAULT_FORMS = ("'stop|start|restart|kill-sessions <service kind>', 'down|up <link>', "
+               "'loss <link> <n>%' or 'sleep <seconds>'")
 
 
 class ScenarioError(ValueError):
@@ -70,6 +77,10 @@ class Step:
     port: int = 0  # the FTP port the client dials; 0 = the FTP service's (ftp-sftp has none)
     idle: float = 10.0  # seconds the `wait` operation sits idle on the control connection
     deadline: float = 60.0  # each client command's time limit (curl --max-time), seconds
+    # Every client of the step must have ended within this many seconds of the `during`
+    # faults firing (0: not judged); judged as its own verdict, stepN.ends_within.
+    ends_within: float = 0.0
+    said: tuple[str, ...] = ()  # text every client's transcript must hold (stepN.said)
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,20 @@ class Check:
     times: int = 1  # for `log`: each present line at least this often
     between: tuple[str, ...] = ()  # for `no_bypass`: (client, far host); default client, FTP
     max_mib: float = 0  # for `memory`: the proxy's peak resident set (VmHWM) may not pass it
+    name: str = ""  # for `file`: a file name in the steps' directory (default payload.bin)
+    holds: str = ""  # for `file`: placed | payload | nothing (see HOLDS)
+    mode: int | None = None  # for `file`: its permission bits (st_mode & 0o7777) must be these
+    after_step: int = 0  # for `file`: judge the files as they are after step N (0: the end)
+
+
+@dataclass(frozen=True)
+class PlacedFile:
+    """A file in the steps' directory before the first step, owned by the scenario's user:
+    random bytes (never the payload) of `size_kib`, with permission bits `mode`."""
+
+    name: str
+    size_kib: int = 4
+    mode: int = 0o644
 
 
 @dataclass
@@ -98,6 +123,7 @@ class Scenario:
     size_kib: int = 1024
     capture: bool = True  # off for bulk scenarios: a 1 GiB pcap per link judges nothing new
     users: int = 1
+    files: list[PlacedFile] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def service(self, kind: str) -> Service:
@@ -111,6 +137,26 @@ def _choice(path: Path, key: str, value: object, options: tuple[str, ...]) -> st
     if value not in options:
         raise ScenarioError(path, key, f"{value!r} is not one of {', '.join(options)}")
     return str(value)
+
+
+def _mode(path: Path, key: str, value: object) -> int:
+    """Permission bits written as an octal string: "0755"."""
+    if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3,4}", value) or \
+            int(value, 8) > 0o7777:
+        raise ScenarioError(path, key, f"{value!r} is not a mode written in octal, e.g. \"0755\"")
+    return int(value, 8)
+
+
+def _file_name(path: Path, key: str, value: object) -> str:
+    if not isinstance(value, str) or not value or "/" in value or value in (".", ".."):
+        raise ScenarioError(path, key, f"{value!r} is not a file name (no '/')")
+    return value
+
+
+def _seconds(path: Path, key: str, value: object) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ScenarioError(path, key, f"{value!r} is not a positive number of seconds")
+    return float(value)
 
 
 def _check_fault(path: Path, key: str, fault: str, topology: Topology) -> None:
@@ -161,13 +207,29 @@ def load(path: Path) -> Scenario:
         during = tuple(spec.get("during", ()))
         for fault in (*before, *during):
             _check_fault(path, f"step[{i}].before", fault, topology)
-        if "wait" in ops and spec.get("client", "curl") != "ftplib":
-            raise ScenarioError(path, f"step[{i}].ops", "'wait' needs client = \"ftplib\" "
-                                "(the others cannot idle on an open session)")
-        deadline = spec.get("deadline", 60.0)
-        if not isinstance(deadline, int | float) or isinstance(deadline, bool) or deadline <= 0:
-            raise ScenarioError(path, f"step[{i}].deadline",
-                                f"{deadline!r} is not a positive number of seconds")
+        for op in FTPLIB_ONLY_OPS:
+            if op in ops and spec.get("client", "curl") != "ftplib":
+                raise ScenarioError(path, f"step[{i}].ops", f"'{op}' needs client = \"ftplib\" "
+                                    "(the others cannot idle on an open session or cut a "
+                                    "data connection at will)")
+        deadline = _seconds(path, f"step[{i}].deadline", spec.get("deadline", 60.0))
+        ends_within = 0.0
+        if "ends_within" in spec:
+            ends_within = _seconds(path, f"step[{i}].ends_within", spec["ends_within"])
+            if not during:
+                raise ScenarioError(path, f"step[{i}].ends_within",
+                                    "counts from the `during` faults: the step has none")
+        limit_rate = str(spec.get("limit_rate", ""))
+        if limit_rate and not re.fullmatch(r"\d+(\.\d+)?[kKmMgG]?", limit_rate):
+            raise ScenarioError(path, f"step[{i}].limit_rate",
+                                f"{limit_rate!r}: want bytes per second as curl writes them "
+                                "(\"2M\", \"500k\")")
+        if limit_rate and spec.get("client", "curl") not in ("curl", "ftplib"):
+            raise ScenarioError(path, f"step[{i}].limit_rate", "only curl and ftplib can "
+                                "keep to a rate")
+        said = spec.get("said", [])
+        if not isinstance(said, list) or not all(isinstance(s, str) and s for s in said):
+            raise ScenarioError(path, f"step[{i}].said", "want a list of non-empty strings")
         steps.append(Step(_choice(path, f"step[{i}].client", spec.get("client", "curl"), CLIENTS),
                           _choice(path, f"step[{i}].mode", spec.get("mode", "epsv"), MODES),
                           ops, spec.get("server", "ftp"),
@@ -175,8 +237,19 @@ def load(path: Path) -> Scenario:
                                   ("ok", "fail", "any")),
                           str(spec.get("password", "")), before, bool(spec.get("ftps", False)),
                           int(spec.get("parallel", 1)), during, float(spec.get("after", 1.0)),
-                          str(spec.get("limit_rate", "")), int(spec.get("port", 0)),
-                          float(spec.get("idle", 10.0)), float(deadline)))
+                          limit_rate, int(spec.get("port", 0)),
+                          float(spec.get("idle", 10.0)), deadline,
+                          ends_within=ends_within, said=tuple(said)))
+    files: list[PlacedFile] = []
+    for i, spec in enumerate(data.get("file", []), start=1):
+        name = _file_name(path, f"file[{i}].name", spec.get("name"))
+        if name in {f.name for f in files}:
+            raise ScenarioError(path, f"file[{i}].name", f"{name!r} is placed twice")
+        size = spec.get("size_kib", 4)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ScenarioError(path, f"file[{i}].size_kib", f"{size!r} is not a size in KiB")
+        files.append(PlacedFile(name, size, _mode(path, f"file[{i}].mode",
+                                                   spec.get("mode", "0644"))))
     checks = []
     for i, spec in enumerate(data.get("check", []), start=1):
         check = Check(_choice(path, f"check[{i}].verdict", spec.get("verdict"), CHECKS),
@@ -186,6 +259,8 @@ def load(path: Path) -> Scenario:
                       spec.get("service", ""), tuple(spec.get("present", ())),
                       tuple(spec.get("absent", ())), int(spec.get("times", 1)),
                       tuple(spec.get("between", ())), float(spec.get("max_mib", 0)))
+        if check.verdict == "file":
+            check = _file_check(path, i, spec, check, files, len(steps))
         if check.between and (len(check.between) != 2
                               or any(h not in topology.hosts for h in check.between)):
             raise ScenarioError(path, f"check[{i}].between", "name two hosts of the topology")
@@ -209,4 +284,24 @@ def load(path: Path) -> Scenario:
         raise ScenarioError(path, "step", "a scenario needs at least one client step")
     return Scenario(path, meta.get("name", path.stem), meta.get("description", ""), topology,
                     services, proxy, steps, checks, int(meta.get("size_kib", 1024)),
-                    bool(meta.get("capture", True)), int(meta.get("users", 1)), data)
+                    bool(meta.get("capture", True)), int(meta.get("users", 1)), files, data)
+
+
+def _file_check(path: Path, i: int, spec: dict[str, Any], check: Check,
+                files: list[PlacedFile], steps: int) -> Check:
+    """A `file` check's own keys: name, holds, mode, after_step, absent (name globs)."""
+    key = f"check[{i}]"
+    name = _file_name(path, f"{key}.name", spec.get("name", "payload.bin"))
+    holds = _choice(path, f"{key}.holds", spec.get("holds"), HOLDS)
+    if holds == "placed" and name not in {f.name for f in files}:
+        raise ScenarioError(path, f"{key}.holds", f"no [[file]] places {name!r}")
+    mode = _mode(path, f"{key}.mode", spec["mode"]) if "mode" in spec else None
+    if mode is not None and holds == "nothing":
+        raise ScenarioError(path, f"{key}.mode", "a file that must not exist has no mode")
+    after = spec.get("after_step", 0)
+    if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= steps:
+        raise ScenarioError(path, f"{key}.after_step",
+                            f"{after!r} is not a step number (1 to {steps}; 0 = the end)")
+    for pattern in check.absent:
+        _file_name(path, f"{key}.absent", pattern)
+    return dataclasses.replace(check, name=name, holds=holds, mode=mode, after_step=after)

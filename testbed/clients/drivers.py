@@ -37,7 +37,7 @@ class Job:
     workdir: Path
     remote_name: str = REMOTE_NAME
     ftps: bool = False  # ask for TLS first (curl --ssl: go on in plain if refused)
-    limit_rate: str = ""  # curl --limit-rate
+    limit_rate: str = ""  # curl --limit-rate; ftplib paces itself to the same figure
     socks: tuple[str, int] = SOCKS  # the proxy, as the client host dials it
     idle: float = 10.0  # seconds the `wait` operation sits idle (ftplib)
     deadline: float = 60.0  # curl's --max-time; every client command is killed at twice it
@@ -119,31 +119,93 @@ def _lftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:
     return _exec(job, argv)
 
 
+# How the ftplib script's `upload-reset` op begins the line with the reply to its cut upload
+# (the runner reads it; the script spells it out, a unit test keeps the two the same).
+RESET_REPLY = "upload-reset reply:"
+
 FTPLIB_SCRIPT = """
-import ftplib, sys, time
+import ftplib, socket, struct, sys, time
 sys.path.insert(0, sys.argv[1])
 from testbed.clients.ftplib_socks import SocksFTP
 (_, _, proxied, server, port, user, password, directory, payload, download, mode,
- ops, name, socks, idle) = sys.argv
+ ops, name, socks, idle, limit_rate) = sys.argv
+
+
+def rate_of(text):
+    # curl's --limit-rate form: bytes per second, "k", "m" or "g" for 1024 multiples.
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = text.strip().lower()
+    return float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text or 0)
+
+
+class Pace:
+    # Called with each block moved; sleeps to keep the average at `rate` bytes per second.
+    def __init__(self, rate):
+        self.rate, self.moved, self.start = rate, 0, time.monotonic()
+
+    def __call__(self, block):
+        self.moved += len(block)
+        ahead = self.moved / self.rate - (time.monotonic() - self.start) if self.rate else 0
+        if ahead > 0:
+            time.sleep(ahead)
+
+
 ftp = SocksFTP(f"socks5://{socks}") if proxied == "1" else ftplib.FTP(timeout=30)
 ftp.connect(server, int(port))
 ftp.login(user, password)
 ftp.set_pasv(mode != "active")
-for op in ops.split(","):
-    if op == "upload":
-        try:
-            ftp.mkd(directory)
-        except ftplib.error_perm:
-            pass
-        with open(payload, "rb") as fh:
-            print(ftp.storbinary(f"STOR {directory}/{name}", fh))
-    elif op == "wait":
-        time.sleep(float(idle))  # an idle session: nothing on the control connection
-    elif op == "download":
-        with open(download, "wb") as fh:
-            print(ftp.retrbinary(f"RETR {directory}/{name}", fh.write))
-    else:
-        print("\\n".join(ftp.nlst(directory)))
+op = ""
+try:
+    for op in ops.split(","):
+        pace = Pace(rate_of(limit_rate))
+        if op == "upload":
+            try:
+                ftp.mkd(directory)
+            except ftplib.error_perm:
+                pass
+            with open(payload, "rb") as fh:
+                print(ftp.storbinary(f"STOR {directory}/{name}", fh, callback=pace))
+        elif op == "upload-reset":
+            # A client that dies mid-upload: half the file, a second for it to reach the
+            # server's disk, then SO_LINGER {on, 0}, so close() sends a TCP RST, not a FIN
+            # (a FIN would be the end of a whole, shorter file: RFC 959 stream mode).
+            try:
+                ftp.mkd(directory)
+            except ftplib.error_perm:
+                pass
+            with open(payload, "rb") as fh:
+                data = fh.read()
+            ftp.voidcmd("TYPE I")  # storbinary's own first step: an image, not text
+            conn = ftp.transfercmd(f"STOR {directory}/{name}")
+            conn.sendall(data[: len(data) // 2])
+            time.sleep(1.0)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            try:
+                reply = ftp.getresp()
+            except ftplib.Error as exc:
+                reply = str(exc)
+            print("upload-reset reply:", reply, flush=True)
+        elif op == "wait":
+            time.sleep(float(idle))  # an idle session: nothing on the control connection
+        elif op == "download":
+            with open(download, "wb") as fh:
+                print(ftp.retrbinary(f"RETR {directory}/{name}",
+                                     lambda block: (fh.write(block), pace(block))))
+        else:
+            print("\\n".join(ftp.nlst(directory)))
+except OSError as exc:
+    # The data connection failed, and ftplib stops there: read what the server answered
+    # on the control connection (a 421 or 426 ftplib alone would leave unread), as a
+    # careful client reports it, then the failure itself.
+    try:
+        ftp.sock.settimeout(5)
+        reply = ftp.getresp()
+    except (OSError, EOFError, AttributeError, ftplib.Error) as late:  # no socket: None
+        reply = str(late) or type(late).__name__
+    print("reply after the failure:", reply)
+    print(f"{op}: {type(exc).__name__}: {exc}")  # last: the line a failed step quotes
+    sys.exit(1)
 print(ftp.quit())
 """
 
@@ -153,7 +215,8 @@ def _ftplib(job: Job, mode: str, ops: tuple[str, ...]) -> str:
     return _exec(job, [sys.executable, "-c", FTPLIB_SCRIPT, root, "1" if job.proxied else "0",
                        job.server, str(job.port), job.user, job.password, job.directory,
                        str(job.payload), str(job.download), mode, ",".join(ops),
-                       job.remote_name, f"{job.socks[0]}:{job.socks[1]}", str(job.idle)])
+                       job.remote_name, f"{job.socks[0]}:{job.socks[1]}", str(job.idle),
+                       job.limit_rate])
 
 
 def _tnftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:

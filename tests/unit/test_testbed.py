@@ -73,6 +73,28 @@ TWO_HOSTS = ('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
     ('ops = ["wait"]\n', "'wait' needs client = \"ftplib\""),
     ('deadline = 0\n', "step[1].deadline"),
     ('deadline = "soon"\n', "'soon' is not a positive number"),
+    ('ops = ["upload-reset"]\n', "'upload-reset' needs client = \"ftplib\""),
+    ('during = ["kill-sessions"]\n', "'kill-sessions'"),
+    ('ends_within = 2.0\n', "counts from the `during` faults: the step has none"),
+    ('during = ["kill-sessions sshd"]\nends_within = -1\n', "step[1].ends_within"),
+    ('said = "421"\n', "step[1].said"),
+    ('said = [""]\n', "step[1].said"),
+    ('limit_rate = "fast"\n', "'fast': want bytes per second as curl writes them"),
+    ('client = "lftp"\nlimit_rate = "2M"\n', "only curl and ftplib can keep to a rate"),
+    # placed files and `file` checks
+    ('[[file]]\nname = "a/b"\n', "file[1].name"),
+    ('[[file]]\nname = "x"\nmode = "rwx"\n', "'rwx' is not a mode written in octal"),
+    ('[[file]]\nname = "x"\nmode = "0999"\n', "file[1].mode"),
+    ('[[file]]\nname = "x"\nmode = 755\n', "file[1].mode"),
+    ('[[file]]\nname = "x"\n[[file]]\nname = "x"\n', "'x' is placed twice"),
+    ('[[file]]\nname = "x"\nsize_kib = -1\n', "file[1].size_kib"),
+    ('[[check]]\nverdict = "file"\n', "check[1].holds"),
+    ('[[check]]\nverdict = "file"\nholds = "some"\n', "'some' is not one of placed"),
+    ('[[check]]\nverdict = "file"\nholds = "placed"\n', "no [[file]] places 'payload.bin'"),
+    ('[[check]]\nverdict = "file"\nholds = "nothing"\nmode = "0644"\n', "has no mode"),
+    ('[[check]]\nverdict = "file"\nholds = "payload"\nafter_step = 2\n',
+     "2 is not a step number (1 to 1"),
+    ('[[check]]\nverdict = "file"\nholds = "payload"\nabsent = ["d/*"]\n', "check[1].absent"),
 ])
 def test_bad_scenarios_say_where(tmp_path: Path, extra: str, reason: str) -> None:
     path = tmp_path / "s.toml"
@@ -209,3 +231,123 @@ def test_ipv6_links_get_addresses_and_their_own_names() -> None:
     assert topo.address6("ftp") == "fd77:0:2::2"
     assert "fd77:0:2::2 ftp-v6" in topo.hosts_file()
     assert "10.77.2.2 ftp" in topo.hosts_file()  # IPv4 names stay IPv4
+
+
+def test_placed_files_file_checks_and_step_keys_load(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(TWO_HOSTS +
+                    '[[file]]\nname = "payload.bin"\nsize_kib = 16\nmode = "0755"\n'
+                    '[[step]]\nclient = "ftplib"\nmode = "pasv"\nops = ["upload-reset"]\n'
+                    '[[step]]\nops = ["upload"]\nduring = ["kill-sessions sshd"]\n'
+                    'ends_within = 2\nsaid = ["421"]\n'
+                    '[[check]]\nverdict = "file"\nholds = "placed"\nafter_step = 1\n'
+                    'absent = [".payload.bin.part-*"]\n'
+                    '[[check]]\nverdict = "file"\nname = "x.bin"\nholds = "payload"\n'
+                    'mode = "644"\n')
+    scenario = load(path)
+    assert scenario.files[0].mode == 0o755 and scenario.files[0].size_kib == 16
+    step = scenario.steps[1]
+    assert step.ends_within == 2.0 and step.said == ("421",) and step.during[0] == (
+        "kill-sessions sshd")
+    placed, payload = scenario.checks
+    assert (placed.name, placed.holds, placed.mode, placed.after_step) == (
+        "payload.bin", "placed", None, 1)
+    assert (payload.name, payload.holds, payload.mode, payload.after_step) == (
+        "x.bin", "payload", 0o644, 0)
+
+
+def _files(tmp_path: Path) -> tuple[Path, str, Path, tuple[str, int]]:
+    import hashlib
+    import os
+
+    payload = tmp_path / "payload"
+    payload.write_bytes(os.urandom(64 * 1024))
+    target = tmp_path / "target"
+    target.write_bytes(b"old content")
+    target.chmod(0o755)
+    return (payload, hashlib.sha256(payload.read_bytes()).hexdigest(), target,
+            (hashlib.sha256(b"old content").hexdigest(), 0o755))
+
+
+def test_file_verdict_placed_passes_only_unchanged(tmp_path: Path) -> None:
+    payload, sha, target, placed = _files(tmp_path)
+    assert runner.file_faults(target, "placed", None, placed, payload, sha) == []
+    target.chmod(0o644)
+    assert runner.file_faults(target, "placed", None, placed, payload, sha) == [
+        "mode 0644, want 0755"]
+    target.write_bytes(payload.read_bytes()[:4096])  # what a cut upload renamed over it is
+    target.chmod(0o755)
+    assert runner.file_faults(target, "placed", None, placed, payload, sha) == [
+        f"holds 4096 bytes: a partial upload of 65536 bytes (sha256 "
+        f"{runner.ScenarioRun._sha(target)[:12]})"]
+    target.unlink()
+    assert runner.file_faults(target, "placed", None, placed, payload, sha) == ["missing"]
+
+
+def test_file_verdict_payload_with_mode_and_nothing(tmp_path: Path) -> None:
+    payload, sha, target, placed = _files(tmp_path)
+    assert "holds 11 bytes: not the payload" in runner.file_faults(target, "payload", None, placed,
+                                                           payload, sha)[0]
+    target.write_bytes(payload.read_bytes())
+    assert runner.file_faults(target, "payload", 0o755, placed, payload, sha) == []
+    assert runner.file_faults(target, "payload", 0o644, placed, payload, sha) == [
+        "mode 0755, want 0644"]
+    assert runner.file_faults(target, "nothing", None, placed, payload, sha) == [
+        "exists: 65536 bytes (the whole payload), mode 0755"]
+    target.write_bytes(payload.read_bytes()[:100])
+    assert runner.file_faults(target, "nothing", None, placed, payload, sha) == [
+        "exists: 100 bytes (a partial upload of 65536 bytes), mode 0755"]
+    target.write_bytes(payload.read_bytes()[:100] + b"CR LF" + payload.read_bytes()[100:200])
+    assert runner.file_faults(target, "nothing", None, placed, payload, sha) == [
+        "exists: 205 bytes (the payload's first 100 bytes, then others), mode 0755"]
+    target.write_bytes(payload.read_bytes() + b"more")
+    assert runner.file_faults(target, "nothing", None, placed, payload, sha) == [
+        "exists: 65540 bytes (the payload's first 65536 bytes, then others), mode 0755"]
+    target.unlink()
+    assert runner.file_faults(target, "nothing", None, placed, payload, sha) == []
+    assert runner.file_faults(target, "payload", None, placed, payload, sha) == ["missing"]
+
+
+def test_upload_reset_wants_a_4xx_reply() -> None:
+    from testbed.clients import drivers
+
+    assert drivers.RESET_REPLY in drivers.FTPLIB_SCRIPT  # the script prints what we read
+    said = "$ python ... -> exit 0\n{} {}\n221 Goodbye.\n"
+    assert runner._reset_failures(said.format(drivers.RESET_REPLY, "426 Transfer aborted.")) == []
+    assert runner._reset_failures(said.format(drivers.RESET_REPLY, "451 Local error.")) == []
+    late = runner._reset_failures(said.format(drivers.RESET_REPLY, "226 Transfer complete."))
+    assert late == ["upload-reset: the server answered '226 Transfer complete.' to a cut "
+                    "upload, not 426/451"]
+    assert "no reply" in runner._reset_failures("Traceback ...\nTimeoutError\n")[0]
+
+
+def test_kill_sessions_takes_the_children_deepest_first() -> None:
+    from testbed import faults
+
+    # 10 the listener; 11 a connection's monitor, 12 its user process, 13 an sftp-server
+    # under it; 20 another connection; 30 someone else's process; 1 init.
+    parents = {1: 0, 10: 1, 11: 10, 12: 11, 13: 12, 20: 10, 30: 1}
+    assert faults.descendants(parents, 10) == [13, 12, 11, 20]
+    assert faults.descendants(parents, 13) == []
+    stat = "1234 (sshd: fts-x (priv)) S 10 1234 1234 0 -1 4194560 0 0"
+    assert faults.parse_ppid(stat) == 10
+
+
+def test_ends_within_counts_from_the_faults() -> None:
+    assert runner.ends_within(100.0, [99.0, 101.5], 2.0, "curl").passed
+    late = runner.ends_within(100.0, [113.86], 2.0, "curl")
+    assert not late.passed and late.detail == (
+        "the client ended 13.86 s after the faults fired (limit 2 s)")
+    early = runner.ends_within(100.0, [99.5], 2.0, "curl")
+    assert not early.passed and "ended 0.50 s before the faults fired" in early.detail
+    assert not runner.ends_within(None, [1.0], 2.0, "curl").passed
+
+
+def test_said_wants_every_text_in_every_transcript() -> None:
+    assert runner.said({"": "reply after the failure: 421 SSH lost\n"}, ("421",), "ftplib").passed
+    verdict = runner.said({"": "$ curl ...\ncurl: (55) Send failure: Broken pipe\n"}, ("421",),
+                          "curl")
+    assert not verdict.passed and verdict.detail == (
+        "not said: '421'; the client's last line: curl: (55) Send failure: Broken pipe")
+    both = runner.said({"0": "421", "1": "426"}, ("421",), "ftplib")
+    assert not both.passed and "'421' (session 1)" in both.detail
