@@ -272,8 +272,6 @@ class FtpSftp:
         self._watch = asyncio.get_running_loop().create_task(self._watch_connection(sftp))
         home = await sftp.realpath(".")
         await self._sweep_leftovers(sftp, op.user)
-        log.info("sftp session %d: %s logged in over SFTP at %s, home %s", self.session.id,
-                 op.user, rec.ssh_server, home)
         return home
 
     async def _watch_connection(self, sftp: asyncssh.SFTPClient) -> None:
