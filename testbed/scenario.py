@@ -1,7 +1,7 @@
 """Scenario files: one topology, its services, an optional proxy, client steps and the
 checks expected to pass or fail. Data, not code; loaded and validated here.
 
-See README "Scenario files" for the format and a worked example.
+See docs/scenarios.md for the format and a worked example.
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ class _Table:
     def finish(self) -> None:
         for key in self.data:
             if key not in self.read:
-                raise self.error(key, "unknown key (check its spelling against the README)")
+                raise self.error(key, "unknown key (check its spelling against docs/config.md)")
 
 
 def _type_name(kind: type) -> str:
