@@ -12,6 +12,11 @@ Invariants, per target:
 - ftp_session: the FTP layer, driven as the glue drives it (callbacks only in the order the
   glue can make them), never raises; everything it says to the client parses as complete
   FTP replies; the password never appears in a log note or an action's repr.
+- sftp_session: the ftp-sftp layer, with random client bytes and random outcomes for each
+  operation it asks for (values, SFTP refusals, a lost connection, every data ending,
+  ABOR at any time), never raises; asks for one operation at a time; says nothing after
+  Close; everything the client hears parses as complete FTP replies; the password appears
+  in no note and no action's repr.
 - config: `tunnel.config.parse` returns a Config or raises ConfigError naming the file and,
   past TOML syntax, the key.
 """
@@ -25,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from tunnel import config as config_module
+from tunnel import sftp_layer as sftp
 from tunnel.errors import ConfigError, RemoteProtocolError
 from tunnel.ftp import (
     MAX_COMMAND_LINE,
@@ -43,6 +49,7 @@ from tunnel.ftp_layer import (
     OpenUpstream,
     ToClient,
 )
+from tunnel.sftp_map import Entry
 from tunnel.socks import NEED_DATA as SOCKS_NEED_DATA
 from tunnel.socks import (
     AuthMethod,
@@ -243,6 +250,70 @@ def ftp_session(data: bytes) -> None:
     _complete_replies(bytes(said))
 
 
+_SFTP_LINES = (*_CLIENT_LINES, b"ABOR\r\n", b"APPE f\r\n", b"REST 5\r\n", b"RMD\r\n",
+               b"RNFR f\r\n", b"RNTO g\r\n", b"CWD d\r\n", b"MLSD\r\n", b"SIZE f\r\n",
+               b"DELE\r\n", b"MKD\r\n", b"HELP STOR\r\n", b"TYPE A\r\n")
+_ENTRIES = (Entry("f", 10, 0o100644, 0, 1, 1), Entry("d", 0, 0o040755, 0, 1, 1),
+            Entry("l", 1, 0o120777, 0, 1, 1), Entry("g", 3, 0o104755, 0, 2, 2))
+
+
+def _sftp_outcome(draw: Draw, operation: sftp.Operation) -> sftp.Result:
+    kind = draw.byte() % 8
+    if kind == 0:
+        return sftp.Refused(draw.choice((2, 3, 4, 5, 8, 11, 14, 15, 99)), "refused")
+    if kind == 1:
+        return sftp.Lost("gone")
+    if isinstance(operation, sftp.Login):
+        return (sftp.LoginFailed("no", draw.byte() % 2 == 0) if kind == 2
+                else sftp.Ok("/home/alice"))
+    if isinstance(operation, sftp.Stat):
+        return sftp.Ok(draw.choice(_ENTRIES))
+    if isinstance(operation, sftp.ReadDir):
+        return sftp.Ok(list(_ENTRIES[: draw.byte() % 5]))
+    if isinstance(operation, sftp.RealPath):
+        return sftp.Ok("/home/alice/real")
+    if isinstance(operation, sftp.Passive):
+        return sftp.Ok(1024 + draw.byte())
+    if isinstance(operation, sftp.DATA_OPERATIONS):
+        return sftp.Ok(sftp.Transferred(draw.choice(list(sftp.Ending)), draw.byte()))
+    return sftp.Ok(None)
+
+
+def sftp_session(data: bytes) -> None:
+    draw = Draw(data)
+    layer = sftp.SftpLayer(control_host=draw.choice(("10.0.0.5", "files.example", "::1")),
+                           is_client_address=lambda host: host == "127.0.0.1",
+                           temporary_token=lambda: "t", clock=lambda: 0.0)
+    said = bytearray()
+    waiting: list[sftp.Operation] = []
+
+    def check(actions: list[sftp.Action]) -> None:
+        for action in actions:
+            assert SECRET not in repr(action), action
+            if isinstance(action, sftp.ToClient):
+                said.extend(action.data)
+            elif isinstance(action, sftp.Note):
+                assert SECRET not in action.message, action
+            elif isinstance(action, sftp.Operation):
+                assert not waiting, f"{action} while {waiting[0]} is outstanding"
+                waiting.append(action)
+
+    check(layer.start())
+    closed_at = -1
+    while not draw.exhausted:
+        if layer.closed and closed_at < 0:
+            closed_at = len(said)
+        op = draw.byte() % 4
+        if op == 0:
+            check(layer.client_data(draw.bytes()))
+        elif op in (1, 2):
+            check(layer.client_data(b"\r\n" + draw.choice(_SFTP_LINES)))
+        elif waiting:
+            check(layer.result(_sftp_outcome(draw, waiting.pop())))
+    assert closed_at < 0 or len(said) == closed_at, "spoke after Close"
+    _complete_replies(bytes(said))
+
+
 def _complete_replies(said: bytes) -> None:
     """What the client heard is a sequence of whole FTP replies, nothing else."""
     reader = ReplyReader()
@@ -338,6 +409,9 @@ SEEDS: dict[str, list[bytes]] = {
                     b"\x00\x01211-x\r\n y\r\n211 end\r\nnot a reply\r\n"],
     # credentials_from_app; USER; PASS; upstream opened; greeting, 331, 230; PASV; 227 ...
     "ftp-session": [bytes([1, 1, 1, 1, 0, 4, 3, 0, 3, 1, 3, 2, 1, 2, 3, 4, 1, 4, 3, 5, 7, 1])],
+    # USER, PASS, login ok; PASV (port); STOR f, stat, open, data, upload; ABOR ...
+    "sftp-session": [bytes([0, 1, 1, 1, 0, 3, 3, 3, 1, 2, 3, 3, 5, 1, 7, 3, 3, 3, 1, 17,
+                            3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1, 14])],
     "config": [b"\x01\x02\x01\x00\x00" + b"\x05" * 40,
                b"\x00[[profile]]\nid = 1\n"],
 }
@@ -348,5 +422,6 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "socks": socks_handshake,
     "ftp-readers": ftp_readers,
     "ftp-session": ftp_session,
+    "sftp-session": sftp_session,
     "config": config,
 }

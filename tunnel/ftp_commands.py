@@ -64,6 +64,19 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+# -- actions both layers give their glue ---------------------------------------------------------
+@dataclass(frozen=True)
+class ToClient:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Note:
+    """A log line for the operator. Never carries a secret."""
+
+    message: str
+
+
 # -- the login dialog --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Answer:

@@ -50,17 +50,14 @@ from tunnel.ftp_commands import (
     active_address,
     refusal,
 )
+from tunnel.ftp_commands import Note as Note  # re-exported: one of this layer's actions
+from tunnel.ftp_commands import ToClient as ToClient
 
 TRANSFER_VERBS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
 PROXY_FEATURES = ["EPRT", "EPSV", "PASV", "UTF8"]
 
 
 # -- commands to the glue ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class ToClient:
-    data: bytes
-
-
 @dataclass(frozen=True)
 class ToServer:
     data: bytes = field(repr=False)
@@ -101,13 +98,6 @@ class ConnectActive:
 @dataclass(frozen=True)
 class Close:
     reason: str
-
-
-@dataclass(frozen=True)
-class Note:
-    """A log line for the operator. Never carries a secret."""
-
-    message: str
 
 
 Action = ToClient | ToServer | OpenUpstream | ExpectData | ConnectActive | Close | Note

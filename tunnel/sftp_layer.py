@@ -57,6 +57,8 @@ from tunnel.ftp_commands import (
     active_address,
     refusal,
 )
+from tunnel.ftp_commands import Note as Note  # re-exported: one of this layer's actions
+from tunnel.ftp_commands import ToClient as ToClient
 from tunnel.sftp_map import Entry
 
 FEATURES = ["EPRT", "EPSV", "MDTM", "MLST type*;size*;modify*;perm*;unix.mode*;",
@@ -196,11 +198,6 @@ Operation = (Login | Stat | ReadDir | RealPath | MakeDir | RemoveDir | RemoveFil
 
 # -- actions that need no answer ---------------------------------------------------------------
 @dataclass(frozen=True)
-class ToClient:
-    data: bytes
-
-
-@dataclass(frozen=True)
 class AbortData:
     """ABOR: close the data connection now (a transfer on it ends as ABORTED)."""
 
@@ -211,13 +208,6 @@ class Leftover:
     remove it at this user's next login."""
 
     path: str
-
-
-@dataclass(frozen=True)
-class Note:
-    """A log line for the operator. Never carries a secret."""
-
-    message: str
 
 
 @dataclass(frozen=True)

@@ -41,3 +41,16 @@ def test_config_text_builds_documents_that_load() -> None:
     """The control for the config target: its generator reaches a valid config too."""
     text = targets.config_text(bytes([1, 1, 2, 2, 0, 17, 1, 2, 0, 20]))
     assert "[[rule]]" in text or "[[profile]]" in text or "[proxy]" in text, text
+
+
+def test_sftp_session_seed_really_logs_in_and_opens_a_data_connection() -> None:
+    """The control for the ftp-sftp target: its driver logs in and reaches a transfer."""
+    layer_said: list[bytes] = []
+    original = targets._complete_replies
+    targets._complete_replies = layer_said.append  # type: ignore[assignment]
+    try:
+        targets.sftp_session(targets.SEEDS["sftp-session"][0])
+    finally:
+        targets._complete_replies = original
+    assert b"230 Login" in layer_said[0] and b"227 " in layer_said[0]
+    assert b"425 " in layer_said[0]  # a STOR got as far as its data connection
