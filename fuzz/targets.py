@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from tunnel import config as config_module
-from tunnel import sftp_layer as sftp
+from tunnel import sftp_ops as sftp
 from tunnel.errors import ConfigError, RemoteProtocolError
 from tunnel.ftp import (
     MAX_COMMAND_LINE,
@@ -49,6 +49,7 @@ from tunnel.ftp_layer import (
     OpenUpstream,
     ToClient,
 )
+from tunnel.sftp_layer import SftpLayer
 from tunnel.sftp_map import Entry
 from tunnel.socks import NEED_DATA as SOCKS_NEED_DATA
 from tunnel.socks import (
@@ -281,7 +282,7 @@ def _sftp_outcome(draw: Draw, operation: sftp.Operation) -> sftp.Result:
 
 def sftp_session(data: bytes) -> None:
     draw = Draw(data)
-    layer = sftp.SftpLayer(control_host=draw.choice(("10.0.0.5", "files.example", "::1")),
+    layer = SftpLayer(control_host=draw.choice(("10.0.0.5", "files.example", "::1")),
                            is_client_address=lambda host: host == "127.0.0.1",
                            temporary_token=lambda: "t", clock=lambda: 0.0)
     said = bytearray()

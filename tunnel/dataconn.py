@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import cast
 
-from tunnel.sftp_layer import Ending
+from tunnel.sftp_ops import Ending
 
 HIGH_WATER = 4 << 20  # bytes read ahead of the SFTP writes before reading pauses
 IDLE_TIMEOUT = 300.0  # seconds without progress either way (vsftpd's data_connection_timeout)

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import asyncssh
 
-from tunnel import sftp_layer as layer
+from tunnel import sftp_ops as ops
 from tunnel.config import LineEnding, Profile
 from tunnel.dataconn import DataConnection, DataCut
 from tunnel.endpoints import is_own_address_of
 from tunnel.errors import UpstreamError
+from tunnel.sftp_layer import MAX_QUEUED_COMMANDS, SftpLayer
 from tunnel.sftp_map import (
     FX_CONNECTION_LOST,
     FX_NO_CONNECTION,
@@ -78,7 +79,7 @@ class FtpSftp:
         self.profile = profile
         self.request = request
         self.ssh_host = profile.host or request.host
-        self.layer = layer.SftpLayer(
+        self.layer = SftpLayer(
             control_host=request.host,
             fixed_user="" if profile.user_from_app else profile.user,
             is_client_address=lambda host: is_own_address_of(session.client_ip, host),
@@ -148,20 +149,20 @@ class FtpSftp:
         self.session._end("closed", error="" if reason in ("client quit", "closed") else reason)
 
     # -- executing the layer's actions -------------------------------------------------------
-    def _apply(self, actions: list[layer.Action]) -> None:
+    def _apply(self, actions: list[ops.Action]) -> None:
         for action in actions:
             if self._closed:
                 return
-            if isinstance(action, layer.ToClient):
+            if isinstance(action, ops.ToClient):
                 if self.session.transport is not None:
                     self.session.transport.write(action.data)
-            elif isinstance(action, layer.Note):
+            elif isinstance(action, ops.Note):
                 log.info("sftp session %d: %s", self.session.id, action.message)
-            elif isinstance(action, layer.AbortData):
+            elif isinstance(action, ops.AbortData):
                 self._abort_data()
-            elif isinstance(action, layer.Leftover):
+            elif isinstance(action, ops.Leftover):
                 self._remember_leftover(action.path)
-            elif isinstance(action, layer.Close):
+            elif isinstance(action, ops.Close):
                 if action.ssh_failure:
                     self.session.record.ssh_failure = self.session.record.ssh_failure or "ssh"
                 self.close(action.reason)
@@ -174,75 +175,75 @@ class FtpSftp:
         transport = self.session.transport
         if transport is None or self._closed:
             return
-        if self.layer.backlog > layer.MAX_QUEUED_COMMANDS:
+        if self.layer.backlog > MAX_QUEUED_COMMANDS:
             transport.pause_reading()
-        elif self.layer.backlog <= layer.MAX_QUEUED_COMMANDS // 2:
+        elif self.layer.backlog <= MAX_QUEUED_COMMANDS // 2:
             transport.resume_reading()
 
-    async def _run(self, operation: layer.Operation) -> None:
+    async def _run(self, operation: ops.Operation) -> None:
         outcome = await self._execute(operation)
         if not self._closed:
             self._apply(self.layer.result(outcome))
 
-    async def _execute(self, operation: layer.Operation) -> layer.Result:
+    async def _execute(self, operation: ops.Operation) -> ops.Result:
         """The one place where asyncssh's and the SSH socket's exceptions are classified.
         Data connections never raise here: their endings are values (`Transferred`)."""
         try:
-            return layer.Ok(await self._perform(operation))
+            return ops.Ok(await self._perform(operation))
         except asyncssh.SFTPError as exc:
             if exc.code in LOST_STATUS:
-                return layer.Lost(f"SFTP: {exc.reason}")
-            return layer.Refused(exc.code, exc.reason)
+                return ops.Lost(f"SFTP: {exc.reason}")
+            return ops.Refused(exc.code, exc.reason)
         except (asyncssh.Error, OSError, EOFError) as exc:
             # ConnectionLost (a FIN under a pending read), DisconnectError, a reset SSH
             # socket (ConnectionResetError), a channel closed under us (BrokenPipeError).
-            return layer.Lost(f"{type(exc).__name__}: {exc}")
+            return ops.Lost(f"{type(exc).__name__}: {exc}")
         except _LoginError as exc:
             return exc.failure
 
-    async def _perform(self, op: layer.Operation) -> object:
-        if isinstance(op, layer.Login):
+    async def _perform(self, op: ops.Operation) -> object:
+        if isinstance(op, ops.Login):
             return await self._login(op)
-        if isinstance(op, layer.Passive):
+        if isinstance(op, ops.Passive):
             return self._listen()
-        if isinstance(op, layer.OpenData):
+        if isinstance(op, ops.OpenData):
             return await self._open_data(op.active)
-        if isinstance(op, layer.Download):
+        if isinstance(op, ops.Download):
             return await self._download(op)
-        if isinstance(op, layer.Upload):
+        if isinstance(op, ops.Upload):
             return await self._upload(op)
-        if isinstance(op, layer.SendListing):
+        if isinstance(op, ops.SendListing):
             return await self._send_listing(op.body)
         sftp = self.sftp
         assert sftp is not None, "the layer asks for SFTP only after login"
-        if isinstance(op, layer.Stat):
+        if isinstance(op, ops.Stat):
             attrs = await (sftp.stat(op.path) if op.follow else sftp.lstat(op.path))
             return _entry(op.path.rsplit("/", 1)[-1], attrs)
-        if isinstance(op, layer.ReadDir):
+        if isinstance(op, ops.ReadDir):
             return [_entry(str(n.filename), n.attrs, str(n.longname or ""))
                     for n in await sftp.readdir(op.path)]
-        if isinstance(op, layer.RealPath):
+        if isinstance(op, ops.RealPath):
             return await sftp.realpath(op.path)
         await self._change(sftp, op)
         return None
 
-    async def _change(self, sftp: asyncssh.SFTPClient, op: layer.Operation) -> None:
+    async def _change(self, sftp: asyncssh.SFTPClient, op: ops.Operation) -> None:
         """The operations that change something and return nothing."""
-        if isinstance(op, layer.MakeDir):
+        if isinstance(op, ops.MakeDir):
             await sftp.mkdir(op.path)
-        elif isinstance(op, layer.RemoveDir):
+        elif isinstance(op, ops.RemoveDir):
             await sftp.rmdir(op.path)
-        elif isinstance(op, layer.RemoveFile):
+        elif isinstance(op, ops.RemoveFile):
             await sftp.remove(op.path)
-        elif isinstance(op, layer.Rename):
+        elif isinstance(op, ops.Rename):
             await self._rename(sftp, op.source, op.target)
-        elif isinstance(op, layer.SetMode):
+        elif isinstance(op, ops.SetMode):
             await sftp.chmod(op.path, op.mode)
-        elif isinstance(op, layer.SetOwner):
+        elif isinstance(op, ops.SetOwner):
             await sftp.chown(op.path, op.uid, op.gid)
-        elif isinstance(op, layer.OpenFile):
+        elif isinstance(op, ops.OpenFile):
             self._file = await sftp.open(op.path, op.mode.value, encoding=None)
-        elif isinstance(op, layer.CloseFile):
+        elif isinstance(op, ops.CloseFile):
             file, self._file = self._file, None
             if file is not None:
                 await file.close()
@@ -250,7 +251,7 @@ class FtpSftp:
             raise AssertionError(f"no executor for {op!r}")
 
     # -- login -------------------------------------------------------------------------------
-    async def _login(self, op: layer.Login) -> str:
+    async def _login(self, op: ops.Login) -> str:
         login = Login(op.user, op.password) if op.password is not None else Login(op.user)
         rec = self.session.record
         rec.ssh_user = rec.ftp_user = op.user
@@ -263,11 +264,11 @@ class FtpSftp:
                 "SSH login timed out", 6)
             rec.ssh_failure = failure.ssh_failure
             log.warning("sftp session %d: %s", self.session.id, failure)
-            raise _LoginError(layer.LoginFailed(str(failure), failure.auth_refused)) from None
+            raise _LoginError(ops.LoginFailed(str(failure), failure.auth_refused)) from None
         if self._closed:  # the client left while we logged in
             sftp.exit()
             lease.release()
-            raise _LoginError(layer.LoginFailed("the client left", auth_refused=False))
+            raise _LoginError(ops.LoginFailed("the client left", auth_refused=False))
         self.sftp, self.lease = sftp, lease
         self._watch = asyncio.get_running_loop().create_task(self._watch_connection(sftp))
         home = await sftp.realpath(".")
@@ -344,7 +345,7 @@ class FtpSftp:
         if self._data is not None:
             self._data.abort(on_purpose=True)
 
-    async def _open_data(self, active: tuple[str, int] | None) -> layer.Transferred:
+    async def _open_data(self, active: tuple[str, int] | None) -> ops.Transferred:
         self._aborting = False
         if active is not None:
             self._drop_passive()
@@ -353,45 +354,45 @@ class FtpSftp:
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(DataConnection, *active), DATA_TIMEOUT)
             except (OSError, TimeoutError) as exc:
-                return layer.Transferred(layer.Ending.UNAVAILABLE,
+                return ops.Transferred(ops.Ending.UNAVAILABLE,
                                          detail=str(exc) or "timed out")
         else:
             slot = self._passive
             if slot is None:
-                return layer.Transferred(layer.Ending.UNAVAILABLE, detail="no passive port")
+                return ops.Transferred(ops.Ending.UNAVAILABLE, detail="no passive port")
             try:
                 arrived = await asyncio.wait_for(asyncio.shield(slot.arrival), DATA_TIMEOUT)
             except TimeoutError:
                 self._drop_passive()
-                return layer.Transferred(layer.Ending.TIMEOUT)
+                return ops.Transferred(ops.Ending.TIMEOUT)
             self._passive = None
             slot.reservation.close()
             self.session.ctx.expectations.drop_owner(self)
             if arrived is None:
-                return layer.Transferred(layer.Ending.ABORTED)
+                return ops.Transferred(ops.Ending.ABORTED)
             conn = arrived
         if self._aborting:
             conn.abort(on_purpose=True)
-            return layer.Transferred(layer.Ending.ABORTED)
+            return ops.Transferred(ops.Ending.ABORTED)
         self._data = conn
-        return layer.Transferred(layer.Ending.COMPLETE)
+        return ops.Transferred(ops.Ending.COMPLETE)
 
     def _take_data(self) -> DataConnection:
         conn = self._data
         assert conn is not None, "the layer opens the data connection before using it"
         return conn
 
-    async def _send_listing(self, body: bytes) -> layer.Transferred:
+    async def _send_listing(self, body: bytes) -> ops.Transferred:
         conn = self._take_data()
         try:
             await conn.write(body)
-            return layer.Transferred(await conn.finish(), len(body))
+            return ops.Transferred(await conn.finish(), len(body))
         except DataCut as cut:
-            return layer.Transferred(cut.ending, 0, cut.detail)
+            return ops.Transferred(cut.ending, 0, cut.detail)
         finally:
             self._data = None
 
-    async def _download(self, op: layer.Download) -> layer.Transferred:
+    async def _download(self, op: ops.Download) -> ops.Transferred:
         conn, file = self._take_data(), self._file
         assert file is not None
         to_network = AsciiToNetwork(op.to_network)
@@ -414,14 +415,14 @@ class FtpSftp:
                 data = to_network.feed(block)
                 await conn.write(data)
                 sent += len(data)
-            return layer.Transferred(await conn.finish(), sent)
+            return ops.Transferred(await conn.finish(), sent)
         except DataCut as cut:
-            return layer.Transferred(cut.ending, sent, cut.detail)
+            return ops.Transferred(cut.ending, sent, cut.detail)
         finally:
             _settle(ahead)
             self._data = None
 
-    async def _upload(self, op: layer.Upload) -> layer.Transferred:
+    async def _upload(self, op: ops.Upload) -> ops.Transferred:
         conn, file = self._take_data(), self._file
         assert file is not None
         from_network = AsciiFromNetwork(op.from_network)
@@ -436,7 +437,7 @@ class FtpSftp:
                 except DataCut as cut:
                     if writing is not None:
                         await writing  # what arrived before the cut (an APPE keeps it)
-                    return layer.Transferred(cut.ending, written, cut.detail)
+                    return ops.Transferred(cut.ending, written, cut.detail)
                 data = from_network.feed(block) if block else from_network.flush()
                 if writing is not None:
                     await writing
@@ -452,17 +453,17 @@ class FtpSftp:
                 await writing
                 writing = None
             conn.close()
-            return layer.Transferred(layer.Ending.COMPLETE, written)
+            return ops.Transferred(ops.Ending.COMPLETE, written)
         finally:
             if writing is not None:
                 _settle(writing)
-            if self._data is conn and conn.ending is not layer.Ending.COMPLETE:
+            if self._data is conn and conn.ending is not ops.Ending.COMPLETE:
                 conn.abort()  # we stopped reading before its end: the client must know
             self._data = None
 
 
 class _LoginError(Exception):
-    def __init__(self, failure: layer.LoginFailed) -> None:
+    def __init__(self, failure: ops.LoginFailed) -> None:
         super().__init__(failure.message)
         self.failure = failure
 

@@ -8,7 +8,8 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from tunnel import sftp_layer as L
+from tunnel import sftp_ops as L
+from tunnel.sftp_layer import SftpLayer
 from tunnel.sftp_map import FX_FAILURE, FX_NO_SUCH_FILE, Entry
 
 OWNER = (1000, 1000)
@@ -139,7 +140,7 @@ class _Status(Exception):
         self.status = status
 
 
-def run(layer: L.SftpLayer, fake: FakeSftp, actions: list[L.Action]) -> list[L.Action]:
+def run(layer: SftpLayer, fake: FakeSftp, actions: list[L.Action]) -> list[L.Action]:
     """Carry out every operation the layer asks for until it waits on the client; returns
     every action seen, operations included, in order."""
     seen: list[L.Action] = []

@@ -7,13 +7,14 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.sftp_fake import FakeSftp, File, replies, run
-from tunnel import sftp_layer as L
+from tunnel import sftp_ops as L
+from tunnel.sftp_layer import SftpLayer
 
 TARGET = "/home/u/report.csv"
 
 
-def layer_for(fake: FakeSftp) -> L.SftpLayer:
-    layer = L.SftpLayer(control_host="10.0.0.5", is_client_address=lambda h: h == "127.0.0.1",
+def layer_for(fake: FakeSftp) -> SftpLayer:
+    layer = SftpLayer(control_host="10.0.0.5", is_client_address=lambda h: h == "127.0.0.1",
                         temporary_token=lambda: "t0k3n", clock=lambda: 0.0)
     run(layer, fake, layer.start())
     run(layer, fake, layer.client_data(b"USER u\r\nPASS pw\r\n"))
@@ -21,7 +22,7 @@ def layer_for(fake: FakeSftp) -> L.SftpLayer:
     return layer
 
 
-def send(layer: L.SftpLayer, fake: FakeSftp, line: str) -> list[L.Action]:
+def send(layer: SftpLayer, fake: FakeSftp, line: str) -> list[L.Action]:
     return run(layer, fake, layer.client_data(line.encode() + b"\r\n"))
 
 
@@ -217,7 +218,7 @@ def test_rest_past_the_end_of_the_file_is_refused_before_any_write() -> None:
 
 def test_commands_before_login_and_a_refused_login() -> None:
     fake = FakeSftp()
-    layer = L.SftpLayer(control_host="h", is_client_address=lambda h: True)
+    layer = SftpLayer(control_host="h", is_client_address=lambda h: True)
     run(layer, fake, layer.start())
     out = run(layer, fake, layer.client_data(b"FEAT\r\nPWD\r\nUSER\r\nPASS x\r\nUSER u\r\n"))
     assert [r[:3] for r in replies(out) if not r.startswith(" ")] == [
@@ -230,7 +231,7 @@ def test_commands_before_login_and_a_refused_login() -> None:
 
 
 def test_ssh_server_unavailable_at_login_is_421_and_close() -> None:
-    layer = L.SftpLayer(control_host="h", is_client_address=lambda h: True)
+    layer = SftpLayer(control_host="h", is_client_address=lambda h: True)
     layer.start()
     layer.client_data(b"USER u\r\nPASS p\r\n")
     out = layer.result(L.LoginFailed("connection refused", auth_refused=False))
@@ -238,7 +239,7 @@ def test_ssh_server_unavailable_at_login_is_421_and_close() -> None:
 
 
 def test_a_fixed_user_profile_takes_only_its_own_user() -> None:
-    layer = L.SftpLayer(control_host="h", fixed_user="batch", is_client_address=lambda h: True)
+    layer = SftpLayer(control_host="h", fixed_user="batch", is_client_address=lambda h: True)
     layer.start()
     out = layer.client_data(b"USER mallory\r\nPASS x\r\n")
     assert replies(out)[-1] == "530 This gateway logs in as batch only."

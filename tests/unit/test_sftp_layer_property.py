@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.sftp_fake import FakeSftp, File, run
-from tunnel import sftp_layer as L
+from tunnel import sftp_ops as L
+from tunnel.sftp_layer import SftpLayer
 from tunnel.sftp_map import resolve
 
 LINES = ["STOR report.csv", "STOR new.bin", "APPE report.csv", "APPE new.bin",
@@ -31,7 +32,7 @@ class Seen:
     upload_ending: L.Ending | None = None
 
 
-def _drive(layer: L.SftpLayer, fake: FakeSftp, line: str, data: st.DataObject) -> Seen:
+def _drive(layer: SftpLayer, fake: FakeSftp, line: str, data: st.DataObject) -> Seen:
     seen = Seen(list(layer.client_data(line.encode() + b"\r\n")))
     out = seen.actions
     while True:
@@ -70,7 +71,7 @@ def test_no_file_changes_except_by_a_transfer_that_ended_cleanly(
     tokens = iter(range(10_000))
     fake = FakeSftp(files=dict(old), dirs={"/", "/home", "/home/u", "/home/u/sub"},
                     payload=b"NEW-CONTENT")
-    layer = L.SftpLayer(control_host="10.0.0.5", is_client_address=lambda h: h == "127.0.0.1",
+    layer = SftpLayer(control_host="10.0.0.5", is_client_address=lambda h: h == "127.0.0.1",
                         temporary_token=lambda: f"{next(tokens):04d}", clock=lambda: 0.0)
     layer.start()
     run(layer, fake, layer.client_data(b"USER u\r\nPASS pw\r\n"))
