@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from testbed.backends import dockerexec
 from testbed.backends.netns import NetnsBackend
 from testbed.services.base import Service
 
@@ -111,7 +112,14 @@ def _pids_of(service: Service) -> list[int]:
 def restart(service: Service, kill: bool = True) -> None:
     """Kill (SIGKILL to its whole process group, as a host crash: sshd's per-connection
     children die too, so clients must reconnect) or stop a service; start it again."""
-    if kill and service.proc is not None and service.proc.poll() is None:
+    container = dockerexec.container_of(service.prefix)
+    if kill and container and service.proc is not None and service.proc.poll() is None:
+        # Inside a container: its pid namespace is not ours to walk; the process told its
+        # pid to the shim (dockerexec), and the kill happens in there.
+        dockerexec.kill_tree(container, dockerexec.pid_file_for(service.proc.pid),
+                             children_only=False)
+        service.proc.wait()
+    elif kill and service.proc is not None and service.proc.poll() is None:
         for pid in _pids_of(service):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -156,13 +164,15 @@ def kill_sessions(service: Service) -> list[str]:
     "user@notty" processes, with the sftp server inside or under them), not the service:
     its connections die as if the OOM killer or an operator took them, while the listener
     stays and a client can connect again at once. Returns what it killed, by command line.
-    The netns and local backends only: under docker the service's processes are not ours."""
+    Under docker the walk happens inside the container (dockerexec.kill_tree)."""
     if service.proc is None or service.proc.poll() is not None:
         raise FaultUnavailable(f"kill-sessions: {service.name} is not running")
-    if service.prefix[:1] == ["docker"]:
-        raise FaultUnavailable("kill-sessions needs the netns or local backend")
+    container = dockerexec.container_of(service.prefix)
     killed = []
-    for pid in descendants(_process_parents(), service.proc.pid):
+    if container:
+        killed = dockerexec.kill_tree(container, dockerexec.pid_file_for(service.proc.pid),
+                                      children_only=True)
+    for pid in [] if container else descendants(_process_parents(), service.proc.pid):
         with contextlib.suppress(OSError):
             name = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
             os.kill(pid, signal.SIGKILL)

@@ -19,9 +19,10 @@ OUT = Path(__file__).resolve().parents[1] / "out" / "scenarios"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--testbed-backend", default="netns", choices=backends.KINDS,
-                     help="where scenario hosts run: netns (root, default), local "
-                     "(loopback, no root, no per-link capture) or docker")
+    parser.addoption("--testbed-backend", default="", choices=("", *backends.KINDS),
+                     help="run every scenario there: netns (root), local (loopback, no root, "
+                     "no per-link capture) or docker; default: the backends each scenario "
+                     "names (`[scenario] backends`, netns if none)")
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
@@ -32,12 +33,28 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
 
 class ScenarioFile(pytest.File):
     def collect(self) -> Any:
-        yield ScenarioItem.from_parent(self, name=self.path.stem)
+        """One item per backend the scenario names (`[scenario] backends`, default netns),
+        `name[docker]` beyond the first; `--testbed-backend` runs each once, there."""
+        chosen = self.config.getoption("--testbed-backend")
+        if chosen:
+            yield ScenarioItem.from_parent(self, name=self.path.stem, backend=chosen)
+            return
+        try:
+            runs_on = load(self.path).backends
+        except ScenarioError:
+            runs_on = ("netns",)  # the item reports the error when it runs
+        for n, backend in enumerate(runs_on):
+            name = self.path.stem if n == 0 else f"{self.path.stem}[{backend}]"
+            yield ScenarioItem.from_parent(self, name=name, backend=backend)
 
 
 class ScenarioItem(pytest.Item):
+    def __init__(self, *, backend: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+
     def runtest(self) -> None:
-        backend = str(self.config.getoption("--testbed-backend"))
+        backend = self.backend
         reason = backends.unavailable(backend)
         if reason:
             hint = " (--testbed-backend local runs without root)" if backend == "netns" else ""

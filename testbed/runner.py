@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed import backends, capture, faults, tcpstats
+from testbed.backends.docker import DockerBackend
 from testbed.backends.netns import NetnsBackend
 from testbed.capture import Capture, LinkCapture, Verdict
 from testbed.clients import drivers
@@ -177,6 +178,8 @@ class ScenarioRun:
         for name, password in self.users:
             if self.root:  # without root, FTP users are pyftpdlib's own (see backends/local)
                 ensure_user(name, password, home=str(self.site))
+            if isinstance(self.backend, DockerBackend):  # each container has its own
+                self.backend.ensure_user(name, password, home=str(self.site))
         self._prepare_site()
         self._start_services()
 
@@ -465,8 +468,9 @@ class ScenarioRun:
             time.sleep(float(target))
             return
         if verb in ("down", "up", "loss"):
-            if not isinstance(self.backend, NetnsBackend):
-                raise faults.FaultUnavailable(f"{fault!r}: link faults need the netns backend")
+            if not isinstance(self.backend, NetnsBackend | DockerBackend):
+                raise faults.FaultUnavailable(f"{fault!r}: link faults need the netns or the "
+                                              "docker backend")
             if verb == "loss":
                 faults.loss(self.backend, target, float(rest[0].rstrip("%")))
                 self.lost.setdefault(target, 0)
@@ -554,6 +558,9 @@ class ScenarioRun:
         if proxy is None or proxy.proc is None or proxy.proc.poll() is not None:
             return 0
         try:
+            if isinstance(self.backend, DockerBackend):  # the proxy's own pid is in there
+                return self.backend.status_kib(self.scenario.proxy.host, proxy.proc.pid,
+                                               "VmHWM")
             return proc_status_kib(proxy.proc.pid, "VmHWM")
         except (OSError, RuntimeError):
             return 0
@@ -562,7 +569,7 @@ class ScenarioRun:
         """Read the loss counters while the namespaces still stand: the `lost` check's
         witness that the fault bit, and a figure for the report."""
         for link in self.lost:
-            assert isinstance(self.backend, NetnsBackend)
+            assert isinstance(self.backend, NetnsBackend | DockerBackend)
             self.lost[link] = faults.lost_packets(self.backend, link)
 
     def _judge(self, check: Check, captures: list[Capture]) -> Outcome:

@@ -125,12 +125,18 @@ class Scenario:
     users: int = 1
     files: list[PlacedFile] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Where `make test` runs it (the pytest plugin makes one item per backend);
+    # `--testbed-backend` picks one for every scenario instead.
+    backends: tuple[str, ...] = ("netns",)
 
     def service(self, kind: str) -> Service:
         for service in self.services:
             if service.kind == kind:
                 return service
         raise KeyError(kind)
+
+
+BACKENDS = ("netns", "local", "docker")
 
 
 def _choice(path: Path, key: str, value: object, options: tuple[str, ...]) -> str:
@@ -282,9 +288,16 @@ def load(path: Path) -> Scenario:
         checks.append(check)
     if not steps:
         raise ScenarioError(path, "step", "a scenario needs at least one client step")
+    runs_on = meta.get("backends", ["netns"])
+    if not isinstance(runs_on, list) or not runs_on:
+        raise ScenarioError(path, "scenario.backends", "a list of backends, e.g. [\"netns\", "
+                            "\"docker\"]")
+    for i, kind in enumerate(runs_on):
+        _choice(path, f"scenario.backends[{i}]", kind, BACKENDS)
     return Scenario(path, meta.get("name", path.stem), meta.get("description", ""), topology,
                     services, proxy, steps, checks, int(meta.get("size_kib", 1024)),
-                    bool(meta.get("capture", True)), int(meta.get("users", 1)), files, data)
+                    bool(meta.get("capture", True)), int(meta.get("users", 1)), files, data,
+                    tuple(runs_on))
 
 
 def _file_check(path: Path, i: int, spec: dict[str, Any], check: Check,

@@ -1,13 +1,15 @@
-"""The docker backend's mapping from a topology to docker commands (pure), and its live test,
-which needs an engine."""
+"""The docker backend's pure parts (subnet plans, argv mapping for the image, the exec
+prefix) and its live test, which needs an engine (ci/setup starts one)."""
 
 from __future__ import annotations
 
+import ipaddress
+import sys
 from pathlib import Path
 
 import pytest
 
-from testbed.backends import docker
+from testbed.backends import docker, dockerexec
 from testbed.topology import build
 
 TOPO = build([{"name": "client"}, {"name": "ssh", "forward": True}, {"name": "ftp"}],
@@ -15,37 +17,40 @@ TOPO = build([{"name": "client"}, {"name": "ssh", "forward": True}, {"name": "ft
               {"name": "dmz", "hosts": ["ssh", "ftp"], "ipv6": True}])
 
 
-def test_networks_carry_the_topology_subnets_and_stay_internal() -> None:
-    plan = docker.plan_up(TOPO, "fts-1-1", [Path("/out")])
-    nets = [argv for argv in plan if argv[:3] == ["docker", "network", "create"]]
-    assert [argv[-1] for argv in nets] == ["fts-1-1-lan", "fts-1-1-dmz"]
-    lan, dmz = nets
-    assert "--internal" in lan and lan[lan.index("--subnet") + 1] == "10.77.1.0/24"
-    assert lan[lan.index("--gateway") + 1] == "10.77.1.254"  # .1 and .2 are hosts
-    assert "--ipv6" in dmz and "fd77:0:2::/64" in dmz
+def test_relocate_moves_every_link_to_the_plan_and_keeps_each_hosts_place() -> None:
+    moved = docker.relocate(TOPO, ipaddress.IPv4Network("10.181.0.0/16"))
+    assert [str(link.subnet) for link in moved.links] == ["10.181.1.0/24", "10.181.2.0/24"]
+    assert moved.address("client") == "10.181.1.1" and moved.address("ftp") == "10.181.2.2"
+    assert moved.address("ssh", "dmz") == "10.181.2.1"
+    assert moved.routes("client") == [(ipaddress.IPv4Network("10.181.2.0/24"), "10.181.1.2")]
+    assert str(moved.links[1].subnet6) == "fd77:b5:2::/64" and moved.address6("ftp") == (
+        "fd77:b5:2::2")
+    assert TOPO.address("client") == "10.77.1.1"  # the scenario's own stays as it was
 
 
-def test_containers_get_addresses_names_mounts_and_capabilities() -> None:
-    plan = docker.plan_up(TOPO, "p", [Path("/out"), Path("/var/tmp")])
-    runs = {argv[argv.index("--name") + 1]: argv for argv in plan if argv[:2] == ["docker", "run"]}
-    ssh = runs["p-ssh"]
-    assert ssh[ssh.index("--ip") + 1] == "10.77.1.2"
-    assert "net.ipv4.ip_forward=1" in ssh and "NET_ADMIN" in ssh and "NET_RAW" in ssh
-    assert "/out:/out" in ssh and "/var/tmp:/var/tmp" in ssh
-    assert "ftp:10.77.2.2" in ssh
-    connect = [argv for argv in plan if argv[:3] == ["docker", "network", "connect"]]
-    assert connect == [["docker", "network", "connect", "--ip", "10.77.2.1", "p-dmz", "p-ssh"]]
-    routes = [argv for argv in plan if argv[:2] == ["docker", "exec"]]
-    assert routes == [["docker", "exec", "p-client", "ip", "route", "add", "10.77.2.0/24",
-                       "via", "10.77.1.2"],
-                      ["docker", "exec", "p-ftp", "ip", "route", "add", "10.77.1.0/24",
-                       "via", "10.77.2.1"]]
+def test_free_plans_skip_every_taken_subnet() -> None:
+    taken = [ipaddress.IPv4Network("10.180.3.0/24"), ipaddress.IPv4Network("172.17.0.0/16"),
+             ipaddress.IPv4Network("10.0.0.0/9")]  # 10.0-127: none of ours
+    plans = docker.free_plans(taken)
+    assert plans[0] == ipaddress.IPv4Network("10.181.0.0/16") and len(plans) == 69
 
 
-def test_down_removes_containers_then_networks() -> None:
-    plan = docker.plan_down(TOPO, "p")
-    assert plan[:3] == [["docker", "rm", "-f", f"p-{h}"] for h in ("client", "ssh", "ftp")]
-    assert plan[3:] == [["docker", "network", "rm", "p-lan"], ["docker", "network", "rm", "p-dmz"]]
+def test_image_argv_maps_the_host_venv_to_the_images_python() -> None:
+    venv = "/work/x/.venv"
+    assert dockerexec.image_argv([f"{venv}/bin/python", "-c", "x"], venv) == [
+        dockerexec.IMAGE_PYTHON, "-c", "x"]
+    assert dockerexec.image_argv([f"{venv}/bin/tunnel", "serve"], venv) == [
+        dockerexec.IMAGE_PYTHON, "-m", "tunnel.cli", "serve"]
+    assert dockerexec.image_argv(["/usr/sbin/sshd", "-D"], venv) == ["/usr/sbin/sshd", "-D"]
+
+
+def test_the_exec_prefix_names_its_container_and_the_process_tells_its_pid() -> None:
+    prefix = dockerexec.prefix("fts-1-client")
+    assert prefix[0] == sys.executable and dockerexec.container_of(prefix) == "fts-1-client"
+    assert dockerexec.container_of(["ip", "netns", "exec", "x", "--"]) is None
+    wrapped = dockerexec.wrapped(["curl", "-sS"], "/run/fts-exec/7.pid")
+    assert wrapped[:3] == ["setsid", "-w", "/bin/sh"] and wrapped[-2:] == ["curl", "-sS"]
+    assert "echo $$ > /run/fts-exec/7.pid" in wrapped[4]
 
 
 def test_live_topology_in_docker(tmp_path: Path) -> None:
@@ -55,7 +60,15 @@ def test_live_topology_in_docker(tmp_path: Path) -> None:
     backend = docker.DockerBackend(TOPO, f"fts-live-{tmp_path.name[-6:]}", [tmp_path])
     backend.up()
     try:
+        ftp = backend.topology.address("ftp")
         got = backend.run("client", ["getent", "hosts", "ftp"], check=True)
-        assert "10.77.2.2" in got.stdout
+        assert ftp in got.stdout
+        # Routed through ssh (forward = true): the client reaches the ftp host's address.
+        assert backend.run("client", ["ping", "-c", "1", "-W", "2", ftp]).returncode == 0 or \
+            backend.run("client", ["ip", "route", "get", ftp], check=True).stdout.count("via")
+        echo = backend.run("ftp", ["cat"], input="through stdin")
+        assert echo.stdout == "through stdin" and echo.returncode == 0
+        assert backend.run("ftp", ["sh", "-c", "exit 3"]).returncode == 3
     finally:
         backend.down()
+    assert docker.sweep(backend.client) == 0  # nothing of ours left behind
