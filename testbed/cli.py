@@ -313,6 +313,19 @@ def list_up() -> int:
     return 0
 
 
+def image_build_cmd(force: bool) -> int:
+    from testbed import image  # the Docker SDK only when asked for
+
+    started = time.monotonic()
+    try:
+        ref = image.ensure_image(force=force)
+    except image.ImageError as exc:
+        print(f"testbed image build: {exc}", file=sys.stderr)
+        return 2
+    print(f"{ref} ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="testbed", description="Real hosts, servers and "
                                      "clients to prove what ftp-ssh-tunnel promises.")
@@ -341,7 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="what is up")
     matrix_cmd = sub.add_parser("matrix", help="run the interoperability matrix, print the table")
     matrix_cmd.add_argument("--folder", default=str(DEMO_SCENARIO.parent))
+    image_cmd = sub.add_parser("image", help="the docker backend's image")
+    image_sub = image_cmd.add_subparsers(dest="image_command", required=True)
+    image_build = image_sub.add_parser("build", help="build it unless it is up to date")
+    image_build.add_argument("--force", action="store_true",
+                             help="rebuild without the engine's layer cache")
     args = parser.parse_args(argv)
+    if args.command == "image":
+        return image_build_cmd(args.force)
     if args.command == "run":
         return run(args.paths, args.junit, args.keep, args.backend, args.out)
     if args.command == "up":
