@@ -150,12 +150,23 @@ class CommandReader:
             raise FtpError(500, "Command line too long.") from None
         if line is None:
             return NEED_DATA
+        if b"\xff" in line:
+            line = _without_telnet(line)
         body = line.rstrip(b"\r\n")
         verb, _, arg = body.partition(b" ")
         if not _VERB.fullmatch(verb):
             raise FtpError(500, "Syntax error, command unrecognized.")
         return Command(verb.decode("ascii").upper(),
                        arg.decode("utf-8", errors="surrogateescape"), line)
+
+
+# RFC 959 §4.1.3 (ABOR) and RFC 854: clients put Telnet "Interrupt Process" and "Data Mark"
+# (IAC IP, IAC DM) before an urgent ABOR; IAC IAC is a literal 0xFF byte.
+_TELNET = re.compile(rb"\xff([\xf0-\xfe]|\xff)")
+
+
+def _without_telnet(line: bytes) -> bytes:
+    return _TELNET.sub(lambda m: b"\xff" if m.group(1) == b"\xff" else b"", line)
 
 
 _REPLY_START = re.compile(rb"([1-5][0-9][0-9])([ -])")

@@ -152,6 +152,9 @@ class LoginDialog:
         if verb == "OPTS":
             if command.arg.upper().startswith("UTF8"):
                 return Answer(reply_line(200, "UTF8 mode on."))
+            if command.arg.upper().startswith("MLST"):  # RFC 3659 §7.9: the facts chosen
+                facts = command.arg[4:].strip()
+                return Answer(reply_line(200, f"MLST OPTS {facts}"))
             return Answer(reply_line(501, "Option not understood."))
         if verb == "SYST":
             return Answer(reply_line(215, "UNIX Type: L8"))

@@ -137,14 +137,22 @@ class FtpSftp:
         # aborted below and its SFTP calls fail on the closed client; its result is dropped.
         if self._watch is not None and self._watch is not asyncio.current_task():
             self._watch.cancel()
+        abandoned = self.layer.abandon()  # an upload the client walked away from
         self._drop_data()
         self.session.record.data_channels = self.layer.data_channels
-        if self.sftp is not None:
-            self.sftp.exit()
-            self.sftp = None
-        if self.lease is not None:
-            self.lease.release()
-            self.lease = None
+        sftp, lease, self.sftp, self.lease = self.sftp, self.lease, None, None
+        if abandoned is not None and sftp is not None:
+            # Its temporary file goes now, over the same SFTP session, once the upload's
+            # own task has let go of the file (its data connection was just aborted).
+            asyncio.get_running_loop().create_task(
+                self._remove_abandoned(sftp, lease, abandoned, self._task))
+        else:
+            if abandoned is not None:
+                self._remember_leftover(abandoned)
+            if sftp is not None:
+                sftp.exit()
+            if lease is not None:
+                lease.release()
         log.debug("sftp session %d closed: %s", self.session.id, reason)
         self.session._end("closed", error="" if reason in ("client quit", "closed") else reason)
 
@@ -239,6 +247,8 @@ class FtpSftp:
             await self._rename(sftp, op.source, op.target)
         elif isinstance(op, ops.SetMode):
             await sftp.chmod(op.path, op.mode)
+        elif isinstance(op, ops.SetTimes):
+            await sftp.utime(op.path, (op.mtime, op.mtime))
         elif isinstance(op, ops.SetOwner):
             await sftp.chown(op.path, op.uid, op.gid)
         elif isinstance(op, ops.OpenFile):
@@ -289,8 +299,28 @@ class FtpSftp:
         user = self.layer.user
         self.session.ctx.sftp_leftovers.setdefault(self._leftover_key(user), set()).add(path)
         log.warning("sftp session %d: %s stays on %s until %s logs in again (the SSH "
-                    "connection was lost before it could be removed)", self.session.id, path,
+                    "connection was lost, or the removal failed)", self.session.id, path,
                     self.session.record.ssh_server, user)
+
+    async def _remove_abandoned(self, sftp: asyncssh.SFTPClient, lease: Lease | None,
+                                path: str, running: asyncio.Task[None] | None) -> None:
+        try:
+            if running is not None:
+                await asyncio.wait({running}, timeout=DATA_TIMEOUT)
+            file, self._file = self._file, None
+            if file is not None:
+                await file.close()
+            await sftp.remove(path)
+            log.info("sftp session %d: removed %s: the client left during its upload",
+                     self.session.id, path)
+        except (asyncssh.Error, OSError, EOFError) as exc:
+            log.warning("sftp session %d: could not remove %s now: %s", self.session.id,
+                        path, exc)
+            self._remember_leftover(path)
+        finally:
+            sftp.exit()
+            if lease is not None:
+                lease.release()
 
     async def _sweep_leftovers(self, sftp: asyncssh.SFTPClient, user: str) -> None:
         """Temporary upload files that an earlier session of this user lost with its SSH

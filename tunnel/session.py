@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -83,6 +84,12 @@ class SocksSession(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # An urgent byte stays in the stream (RFC 959 §4.1.3: FTP clients send ABOR as
+            # TCP urgent data; ftplib's last "\n" of "ABOR\r\n" is the urgent byte, which
+            # the kernel would otherwise take out of the stream).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.record.client = f"{peer[0]}:{peer[1]}"
         self.ctx.sessions[self.id] = self

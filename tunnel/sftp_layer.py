@@ -28,6 +28,7 @@ Data safety, the rules this layer owns:
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections import deque
@@ -86,12 +87,13 @@ from tunnel.sftp_ops import (
     SendListing,
     SetMode,
     SetOwner,
+    SetTimes,
     Stat,
     Transferred,
     Upload,
 )
 
-FEATURES = ["EPRT", "EPSV", "MDTM", "MLST type*;size*;modify*;perm*;unix.mode*;",
+FEATURES = ["EPRT", "EPSV", "MDTM", "MFMT", "MLST type*;size*;modify*;perm*;unix.mode*;",
             "PASV", "REST STREAM", "SIZE", "TVFS", "UTF8"]
 MAX_QUEUED_COMMANDS = 32  # while one runs; the glue stops reading the client beyond this
 
@@ -151,8 +153,18 @@ COMMANDS: dict[str, Spec] = {
     "STOR": Spec(Arg.REQUIRED, help="<file>"),
     "APPE": Spec(Arg.REQUIRED, help="<file>"),
     "ABOR": Spec(login=False),
+    "MFMT": Spec(Arg.REQUIRED, help="<YYYYMMDDHHMMSS> <path>"),
+    "SITE": Spec(Arg.REQUIRED, help="CHMOD <mode> <path>"),
 }
 TRANSFER_VERBS = frozenset({"LIST", "NLST", "MLSD", "RETR", "STOR", "APPE"})
+
+
+PART_MARK = ".part-"  # .<name>.part-<8 hex>: an upload's temporary file
+_TEMPORARY = re.compile(r"\..+\.part-[0-9a-f]{8}")
+
+
+def is_temporary(name: str) -> bool:
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 class SftpLayer:
@@ -238,6 +250,18 @@ class SftpLayer:
         if not self.closed and self.logged_in:
             self._lost(detail)
         return self._flush()
+
+    def abandon(self) -> str | None:
+        """The client is gone (its control connection closed): nothing more is said. Returns
+        the temporary file of an upload under way, for the glue to remove, or None."""
+        part, self._part = self._part, None
+        if self._running is not None:
+            self._running.close()
+            self._aborted = False
+            self._finish()
+        self.closed = True
+        self._queue.clear()
+        return part
 
     @property
     def backlog(self) -> int:
@@ -424,7 +448,11 @@ class SftpLayer:
     _xmkd = _mkd
 
     def _rmd(self, command: Command) -> Steps:
-        yield RemoveDir(self._path(command.arg))
+        path = self._path(command.arg)
+        if path == self.cwd or self.cwd.startswith(path.rstrip("/") + "/"):
+            # rmdir(".") is EINVAL on the server's own file system; by path it would work.
+            raise _Reply(550, f"{command.arg}: is the current directory or holds it.")
+        yield RemoveDir(path)
         self._say(250, "Directory removed.")
 
     _xrmd = _rmd
@@ -445,6 +473,26 @@ class SftpLayer:
             raise _Reply(503, "RNFR first.")
         yield Rename(source, self._path(command.arg))
         self._say(250, "Renamed.")
+
+    def _mfmt(self, command: Command) -> Steps:
+        """draft-somers-ftp-mfxx §3: set a file's modification time (lftp `mirror -R`)."""
+        stamp, _, name = command.arg.strip().partition(" ")
+        mtime = sftp_map.parse_mdtm(stamp)
+        if mtime is None or not name:
+            raise _Reply(501, "MFMT needs YYYYMMDDHHMMSS and a path.")
+        path = self._path(name)
+        yield SetTimes(path, mtime)
+        self._say(213, f"Modify={stamp}; {name}")
+
+    def _site(self, command: Command) -> Steps:
+        """SITE CHMOD <octal mode> <path>, as vsftpd and proftpd offer it."""
+        words = command.arg.split(" ", 2)
+        if words[0].upper() != "CHMOD":
+            raise _Reply(502, f"SITE {words[0].upper()} not implemented; SITE CHMOD is.")
+        if len(words) < 3 or not re.fullmatch(r"[0-7]{1,4}", words[1]):
+            raise _Reply(501, "SITE CHMOD needs an octal mode and a path.")
+        yield SetMode(self._path(words[2]), int(words[1], 8))
+        self._say(200, "SITE CHMOD command successful.")
 
     def _size(self, command: Command) -> Steps:
         entry = yield Stat(self._path(command.arg))
@@ -544,7 +592,10 @@ class SftpLayer:
         if entry.is_dir:
             listed = yield ReadDir(target)
             assert isinstance(listed, list)
-            entries = sorted(listed, key=lambda e: e.name)
+            # Uploads under way (and leftovers of lost connections) are not files yet: a
+            # mirroring client must not fetch them.
+            entries = sorted((e for e in listed if not is_temporary(e.name)),
+                             key=lambda e: e.name)
         elif command.verb == "MLSD":
             raise _Reply(501, "MLSD needs a directory.")
         else:
@@ -611,7 +662,7 @@ class SftpLayer:
         if existing is not None and existing.is_dir:
             raise _Reply(550, f"{command.arg}: is a directory.")
         directory, _, name = target.rpartition("/")
-        temporary = f"{directory}/.{name}.part-{self._token()}"
+        temporary = f"{directory}/.{name}{PART_MARK}{self._token()}"
         yield OpenFile(temporary, FileMode.CREATE)
         self._part = temporary
         try:

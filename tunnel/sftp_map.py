@@ -5,7 +5,9 @@ MDTM) and TYPE A line-ending conversion. No sockets, no asyncssh: values in, val
 
 from __future__ import annotations
 
+import calendar
 import posixpath
+import re
 import stat
 import time
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ FX_INVALID_FILENAME = 20
 FX_FILE_IS_A_DIRECTORY = 24
 
 # Verbs that create a name: RFC 959 gives 553 ("file name not allowed") for their refusals.
-NAMING_VERBS = frozenset({"STOR", "APPE", "STOU", "MKD", "RNTO"})
+NAMING_VERBS = frozenset({"STOR", "APPE", "STOU", "RNTO"})  # not MKD: 550 (RFC 959 §5.4)
 
 # The one table: SFTP status -> (FTP code, what the FTP client is told). RFC 959 §4.2.
 _STATUS_TO_FTP: dict[int, tuple[int, str]] = {
@@ -37,7 +39,9 @@ _STATUS_TO_FTP: dict[int, tuple[int, str]] = {
     FX_NO_SUCH_PATH: (550, "No such file or directory"),
     FX_PERMISSION_DENIED: (550, "Permission denied"),
     FX_WRITE_PROTECT: (550, "Permission denied (write protected)"),
-    FX_FAILURE: (550, "Requested action not taken"),
+    # SFTP v3 (OpenSSH) says only "Failure" for an existing name, a non-empty directory...
+    FX_FAILURE: (550, "the SFTP server refused without a reason (an existing name, a "
+                      "directory not empty?)"),
     FX_FILE_ALREADY_EXISTS: (550, "File exists"),
     FX_DIR_NOT_EMPTY: (550, "Directory not empty"),
     FX_NOT_A_DIRECTORY: (550, "Not a directory"),
@@ -62,7 +66,7 @@ def ftp_reply_for(status: int, verb: str, mid_transfer: bool = False) -> tuple[i
         return 451, f"Transfer aborted: {text}"
     if code == 550 and verb in NAMING_VERBS and status in (FX_PERMISSION_DENIED,
                                                           FX_WRITE_PROTECT, FX_FAILURE):
-        return 553, f"Requested action not taken: {text}"
+        return 553, f"File name not allowed: {text}"
     return code, text
 
 
@@ -122,6 +126,17 @@ def list_line(entry: Entry, now: float) -> str:
     mode = stat.filemode(entry.permissions) if entry.permissions is not None else "-rw-r--r--"
     return (f"{mode} {entry.nlink or 1:>3} {entry.uid or 0:<8} {entry.gid or 0:<8} "
             f"{entry.size or 0:>12} {_ls_time(entry.mtime, now)} {entry.name}")
+
+
+def parse_mdtm(stamp: str) -> int | None:
+    """RFC 3659 §2.3 time-val (UTC, optional fraction) as epoch seconds; None if invalid."""
+    match = re.fullmatch(r"(\d{14})(\.\d+)?", stamp)
+    if match is None:
+        return None
+    try:
+        return calendar.timegm(time.strptime(match.group(1), "%Y%m%d%H%M%S"))
+    except ValueError:
+        return None
 
 
 def mdtm(mtime: int) -> str:

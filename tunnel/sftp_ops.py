@@ -71,6 +71,12 @@ class SetMode:
 
 
 @dataclass(frozen=True)
+class SetTimes:
+    path: str
+    mtime: int  # seconds since the epoch; the access time gets the same
+
+
+@dataclass(frozen=True)
 class SetOwner:
     path: str
     uid: int
@@ -137,7 +143,7 @@ class SendListing:
 
 DATA_OPERATIONS = (OpenData, Download, Upload, SendListing)
 Operation = (Login | Stat | ReadDir | RealPath | MakeDir | RemoveDir | RemoveFile | Rename
-             | SetMode | SetOwner | OpenFile | CloseFile | Passive | OpenData | Download
+             | SetMode | SetTimes | SetOwner | OpenFile | CloseFile | Passive | OpenData | Download
              | Upload | SendListing)
 
 

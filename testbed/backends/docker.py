@@ -176,6 +176,10 @@ class DockerBackend(OwnStackPerHost):
             for host in self.topology.hosts.values():
                 self._container_up(host.name, host.forward)
             for host in self.topology.hosts:
+                # Names come from /etc/hosts only, as in a namespace: Docker's embedded DNS
+                # cannot forward from an internal network, and each lookup it cannot answer
+                # (getent's AAAA first) waited 5 s per try.
+                self.run(host, ["/bin/sh", "-c", ": > /etc/resolv.conf"], check=True)
                 for subnet, via in self.topology.routes(host):
                     self.run(host, ["ip", "route", "add", str(subnet), "via", via], check=True)
             for (host, link), addr in self.topology.addresses.items():
@@ -229,6 +233,9 @@ class DockerBackend(OwnStackPerHost):
         links = self.topology.links_of(host)
         first = network_name(self.prefix, links[0].name)
         extra_hosts = {name: self.topology.address(name) for name in self.topology.hosts}
+        # IPv6 under its own name, as topology.hosts_file does on netns.
+        extra_hosts.update({f"{name}-v6": str(addr)
+                            for (name, _), addr in self.topology.addresses6.items()})
         container = (
             DockerContainer(self.image)
             .with_name(container_name(self.prefix, host))
@@ -237,9 +244,10 @@ class DockerBackend(OwnStackPerHost):
                 hostname=host, cap_add=["NET_ADMIN", "NET_RAW"], labels=self.labels(),
                 sysctls={"net.ipv4.ip_forward": "1" if forward else "0"},
                 extra_hosts=extra_hosts, init=True,
-                volumes={str(p): {"bind": str(p), "mode": "rw"} for p in self.mounts},
                 network=first, networking_config={first: EndpointConfig(
                     self.client.api.api_version, **self._addresses(host, links[0].name))}))
+        for path in self.mounts:  # at the same path: configs and files are where they are
+            container.with_volume_mapping(str(path), str(path), "rw")
         container.start()
         self._containers.append(container)
         for link in links[1:]:

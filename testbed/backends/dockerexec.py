@@ -1,5 +1,5 @@
 """A process inside a testbed container, as a host process: `python -m
-testbed.backends.dockerexec CONTAINER -- ARGV...` runs ARGV in the container through the
+testbed.dockershim CONTAINER -- ARGV...` runs ARGV in the container through the
 Docker Engine API (the SDK, never the docker CLI) and behaves like it: stdout and stderr
 come out on ours, its exit code is ours, and a signal sent to us is sent to it (stdin is
 not passed: `DockerBackend.run` takes input itself). That is the `exec_prefix` of the
@@ -33,6 +33,7 @@ from typing import Any
 IMAGE_PYTHON = "/opt/fts-venv/bin/python3"
 IMAGE_PATH = "/opt/fts-venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PID_DIR = "/run/fts-exec"
+SHIM = "testbed.dockershim"  # runs `main` below
 REPO = Path(__file__).resolve().parents[2]
 # Console scripts of the host's venv that are modules of this repository.
 _MODULES = {"tunnel": "tunnel.cli", "testbed": "testbed.cli"}
@@ -40,12 +41,12 @@ _MODULES = {"tunnel": "tunnel.cli", "testbed": "testbed.cli"}
 
 def prefix(container: str) -> list[str]:
     """The argv prefix that runs a command inside `container`."""
-    return [sys.executable, "-m", "testbed.backends.dockerexec", container, "--"]
+    return [sys.executable, "-m", SHIM, container, "--"]
 
 
 def container_of(argv: Sequence[str]) -> str | None:
     """The container a prefixed argv runs in, or None for one that is not ours."""
-    if len(argv) > 4 and list(argv[1:3]) == ["-m", "testbed.backends.dockerexec"]:
+    if len(argv) > 4 and list(argv[1:3]) == ["-m", SHIM]:
         return argv[3]
     return None
 
@@ -128,7 +129,7 @@ def _demultiplex(sock: socket.socket, out: Any, err: Any) -> None:
 def signal_inside(container: str, pid_file: str, sig: int, group: bool = False) -> bool:
     """Send `sig` to the process that wrote `pid_file` (its whole session with `group`)."""
     target = f"-$(cat {pid_file})" if group else f"$(cat {pid_file})"
-    code = run_inside(container, ["/bin/sh", "-c", f"test -s {pid_file} && kill -{int(sig)} "
+    code = run_inside(container, ["/bin/sh", "-c", f"test -s {pid_file} && /bin/kill -{int(sig)} "
                                   f"-- {target}"], out=_Discard(), err=_Discard())
     return code == 0
 
@@ -189,7 +190,7 @@ class _Collect(_Discard):
 
 def main(argv: Sequence[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m testbed.backends.dockerexec CONTAINER -- ARGV...",
+        print(f"usage: python -m {SHIM} CONTAINER -- ARGV...",
               file=sys.stderr)
         return 2
     container, command = argv[0], list(argv[2:])
@@ -204,7 +205,3 @@ def main(argv: Sequence[str]) -> int:
         signal.signal(sig, forward)
     # No stdin: a service's is /dev/null, and a parent's open pipe would never end.
     return run_inside(container, command, pid_file=pid_file)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -175,3 +175,14 @@ def test_fuzz_address_parsers(text: str) -> None:
     for parse in (parse_port, parse_eprt, parse_227, parse_229):
         with contextlib.suppress(FtpError):  # any other exception fails the test
             parse(text)  # type: ignore[operator]
+
+
+def test_telnet_interrupt_and_data_mark_before_an_urgent_abor_are_dropped() -> None:
+    """RFC 959 §4.1.3: IAC IP, IAC DM, then ABOR (ncftp, lftp); IAC IAC is a 0xFF byte."""
+    reader = CommandReader()
+    reader.receive_data(b"\xff\xf4\xff\xf2ABOR\r\nSTOR a\xff\xffb\r\n")
+    abort = reader.next_command()
+    assert isinstance(abort, Command) and abort.verb == "ABOR" and abort.raw == b"ABOR\r\n"
+    stor = reader.next_command()
+    assert isinstance(stor, Command) and stor.arg.encode("utf-8", "surrogateescape") == (
+        b"a\xffb")

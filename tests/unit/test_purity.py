@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 PURE = ["socks.py", "rules.py", "config.py", "failures.py", "relay.py", "errors.py", "ftp.py",
-        "addresses.py",
-        "ftp_layer.py", "datachannels.py", "ftp_commands.py", "sftp_layer.py", "sftp_map.py", "sftp_ops.py"]
+        "addresses.py", "ftp_layer.py", "datachannels.py", "ftp_commands.py", "sftp_layer.py",
+        "sftp_map.py", "sftp_ops.py"]
 FORBIDDEN = {"asyncio", "socket", "asyncssh", "selectors", "ssl"}
 TUNNEL = Path(__file__).resolve().parents[2] / "tunnel"
 

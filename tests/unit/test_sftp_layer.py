@@ -266,3 +266,49 @@ def test_a_malformed_line_is_500_and_the_session_goes_on() -> None:
     fake = FakeSftp()
     layer = layer_for(fake)
     assert [r[:3] for r in replies(send(layer, fake, "\x01\x02 x\r\nNOOP"))] == ["500", "200"]
+
+
+def test_a_client_that_leaves_mid_stor_hands_its_temporary_file_to_the_glue() -> None:
+    fake = FakeSftp(files={TARGET: File(b"old")})
+    layer = layer_for(fake)
+    send(layer, fake, "PASV")
+    out = layer.client_data(b"STOR report.csv\r\n")
+    while not isinstance(out[-1], L.Upload):
+        out = layer.result(fake.carry_out(out[-1]))  # type: ignore[arg-type]
+    assert layer.abandon() == "/home/u/.report.csv.part-t0k3n"
+    assert layer.closed and layer.result(L.Ok(L.Transferred(L.Ending.RESET))) == []
+    assert layer.abandon() is None  # once
+
+
+def test_listings_hide_uploads_under_way_and_leftovers() -> None:
+    fake = FakeSftp(files={TARGET: File(b"x"), "/home/u/.report.csv.part-0123abcd": File(b""),
+                           "/home/u/.profile": File(b"")})
+    layer = layer_for(fake)
+    send(layer, fake, "PASV")
+    out = send(layer, fake, "NLST")
+    body = next(a for a in out if isinstance(a, L.SendListing)).body
+    assert body.split() == [b".profile", b"report.csv"]
+
+
+def test_rmd_of_the_current_directory_or_above_it_is_refused() -> None:
+    fake = FakeSftp(dirs={"/", "/home", "/home/u", "/home/u/empty"})
+    layer = layer_for(fake)
+    send(layer, fake, "CWD empty")
+    for line in ("RMD .", "RMD /home/u/empty", "RMD ..", "XRMD /home/u/empty/"):
+        out = send(layer, fake, line)
+        assert replies(out)[0].startswith("550") and operations(out) == [], line
+    assert "/home/u/empty" in fake.dirs
+
+
+def test_mfmt_and_site_chmod_set_times_and_modes() -> None:
+    fake = FakeSftp(files={TARGET: File(b"x")})
+    layer = layer_for(fake)
+    out = send(layer, fake, "MFMT 20240102030405 report.csv")
+    assert L.SetTimes(TARGET, 1704164645) in out
+    assert replies(out) == ["213 Modify=20240102030405; report.csv"]
+    out = send(layer, fake, "SITE CHMOD 750 report.csv")
+    assert L.SetMode(TARGET, 0o750) in out and replies(out)[0].startswith("200")
+    assert fake.files[TARGET].mode == 0o750
+    assert replies(send(layer, fake, "MFMT 2024 x"))[0].startswith("501")
+    assert replies(send(layer, fake, "SITE UTIME x"))[0].startswith("502")
+    assert replies(send(layer, fake, "OPTS MLST type;size;")) == ["200 MLST OPTS type;size;"]

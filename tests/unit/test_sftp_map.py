@@ -16,7 +16,7 @@ from tunnel.sftp_map import AsciiFromNetwork, AsciiToNetwork, Entry
     (sftp_map.FX_NO_SUCH_FILE, "RETR", 550),
     (sftp_map.FX_PERMISSION_DENIED, "RETR", 550),
     (sftp_map.FX_PERMISSION_DENIED, "STOR", 553),
-    (sftp_map.FX_FAILURE, "MKD", 553),
+    (sftp_map.FX_FAILURE, "MKD", 550),
     (sftp_map.FX_INVALID_FILENAME, "STOR", 553),
     (sftp_map.FX_DIR_NOT_EMPTY, "RMD", 550),
     (sftp_map.FX_NO_SPACE_ON_FILESYSTEM, "STOR", 452),
