@@ -175,6 +175,8 @@ class ScenarioRun:
         """What `up` and `run` both build: hosts, users, files and servers (not the proxy,
         which `run` starts only once its captures listen)."""
         self.backend.up()
+        # docker moves the links to a subnet plan of the run's own when it makes them.
+        self.scenario = dataclasses.replace(self.scenario, topology=self.backend.topology)
         for name, password in self.users:
             if self.root:  # without root, FTP users are pyftpdlib's own (see backends/local)
                 ensure_user(name, password, home=str(self.site))
@@ -283,6 +285,7 @@ class ScenarioRun:
             topo = self.scenario.topology
             values = {f"{h}": topo.address(h) for h in topo.hosts}
             values.update({f"{h}_v6": str(a) for (h, _), a in topo.addresses6.items()})
+            values.update({f"{link.name}_subnet": str(link.subnet) for link in topo.links})
             values.update(known_hosts=str(self.known_hosts), key=str(self.key),
                           ssh_user=self.ssh_user,
                           wrong_known_hosts=str(self.wrong_known_hosts))

@@ -1,7 +1,8 @@
 """Docker backend, for users with an engine and no root on the host (CI runners that give a
 job a Docker engine, Docker Desktop on macOS and Windows): one container per host, one
-internal bridge network per link, built with testcontainers (`DockerContainer`, `Network`)
-and the Docker SDK where testcontainers has no call (static addresses, exec). No docker CLI.
+bridge network per link (no NAT, no default route: nothing leaves the topology), built with
+testcontainers (`DockerContainer`, `Network`) and the Docker SDK where testcontainers has no
+call (static addresses, exec). No docker CLI.
 
 - **Addresses.** Docker refuses overlapping subnets, so each run moves the topology to a
   subnet plan of its own (`relocate`): a /16 from `PLAN_POOL` that no existing network
@@ -179,7 +180,8 @@ class DockerBackend(OwnStackPerHost):
                 # Names come from /etc/hosts only, as in a namespace: Docker's embedded DNS
                 # cannot forward from an internal network, and each lookup it cannot answer
                 # (getent's AAAA first) waited 5 s per try.
-                self.run(host, ["/bin/sh", "-c", ": > /etc/resolv.conf"], check=True)
+                self.run(host, ["/bin/sh", "-c", ": > /etc/resolv.conf; ip route del default;"
+                                " ip -6 route del default; true"], check=True)
                 for subnet, via in self.topology.routes(host):
                     self.run(host, ["ip", "route", "add", str(subnet), "via", via], check=True)
             for (host, link), addr in self.topology.addresses.items():
@@ -209,9 +211,14 @@ class DockerBackend(OwnStackPerHost):
                     if link.subnet6 is not None:
                         pools.append(IPAMPool(subnet=str(link.subnet6),
                                               gateway=str(link.subnet6.network_address + 0xfe)))
+                    # Not `internal`: Docker's rules for internal networks drop, on the
+                    # host's bridge, every packet whose source is not the link's own
+                    # subnet, and so the routed traffic a forwarding host carries (the
+                    # bypass ssh-D-active-bypass must see). Isolation instead: no NAT
+                    # (masquerade off) and no default route inside (removed in `up`).
                     network = Network(docker_network_kw={
-                        "driver": "bridge", "internal": True,
-                        "ipam": IPAMConfig(pool_configs=pools),
+                        "driver": "bridge", "ipam": IPAMConfig(pool_configs=pools),
+                        "options": {"com.docker.network.bridge.enable_ip_masquerade": "false"},
                         "enable_ipv6": link.subnet6 is not None, "labels": self.labels()})
                     network.name = network_name(self.prefix, link.name)
                     made.append(network.create())
@@ -241,7 +248,10 @@ class DockerBackend(OwnStackPerHost):
             .with_name(container_name(self.prefix, host))
             .with_command(["sleep", "infinity"])
             .with_kwargs(
-                hostname=host, cap_add=["NET_ADMIN", "NET_RAW"], labels=self.labels(),
+                # NET_ADMIN: routes, tc, nft; NET_RAW: tcpdump; pure-ftpd drops privileges
+                # with capabilities it must hold first (DAC_READ_SEARCH, SYS_NICE).
+                hostname=host, labels=self.labels(),
+                cap_add=["NET_ADMIN", "NET_RAW", "DAC_READ_SEARCH", "SYS_NICE"],
                 sysctls={"net.ipv4.ip_forward": "1" if forward else "0"},
                 extra_hosts=extra_hosts, init=True,
                 network=first, networking_config={first: EndpointConfig(
