@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import backends, matrix
-from testbed.backends import netns
+from testbed.backends import dockerexec, netns
 from testbed.net import free_port
 from testbed.proxy import TunnelProxy
 from testbed.runner import ScenarioRun, table, write_junit
@@ -49,13 +49,13 @@ DEMO_LINES = {
 }
 
 
-def demo_netns(keep: bool) -> int:
-    """The documented use case in network namespaces, with a short verdict."""
+def demo_netns(keep: bool, backend: str = "netns") -> int:
+    """The documented use case in network namespaces (or containers), with a short verdict."""
     scenario = load_scenario(DEMO_SCENARIO)
     print("ftp-ssh-tunnel demo: FTP client host -> SSH server -> FTP server on a third host")
     print("  curl logs in with its own FTP user and password through `tunnel` (ftp-tunnel);")
     print("  it uploads, downloads in passive and in active mode; every link is captured.")
-    result = ScenarioRun(scenario, OUT, keep=keep).run()
+    result = ScenarioRun(scenario, OUT, keep=keep, backend=backend).run()
     if result.error:
         print(f"  [FAIL] {result.error}")
     steps = [o for o in result.outcomes if o.name.startswith("step")]
@@ -243,7 +243,8 @@ def up(path: str, backend: str = "netns", out: Path = OUT) -> int:
     print(f"{name} is up. Hosts:")
     for host, address in state["addresses"].items():
         ns = runner.backend.namespaces.get(host)
-        how = f"(or: ip netns exec {ns} bash)" if ns else "(local: a shell on this machine)"
+        how = (f"(or: docker exec -it {ns} bash)" if backend == "docker" else
+               f"(or: ip netns exec {ns} bash)" if ns else "(local: a shell on this machine)")
         print(f"  {host:10s} {address:15s} testbed exec {host} -- bash   {how}")
     print(f"FTP user {runner.user}, password {runner.needles.password} (a throwaway test "
           f"account); files in {runner.site}; logs in {runner.out}")
@@ -277,14 +278,24 @@ def exec_in(host: str, command: list[str], name: str | None) -> int:
               file=sys.stderr)
         return 2
     namespace = state["namespaces"].get(host)
-    prefix = ["ip", "netns", "exec", namespace] if namespace else []
+    if state["backend"] == "docker":
+        if not command:  # the shim passes no terminal; an interactive shell needs one
+            print(f"testbed exec: give a command; for a shell: docker exec -it {namespace} "
+                  "bash", file=sys.stderr)
+            return 2
+        prefix = dockerexec.prefix(namespace)
+    else:
+        prefix = ["ip", "netns", "exec", namespace] if namespace else []
     return subprocess.run([*prefix, *(command or ["bash"])]).returncode
 
 
 def down(name: str | None) -> int:
     states = [s for s in _states() if name in (None, s["name"])]
     for state in states:
-        for ns in state["namespaces"].values():
+        if state["backend"] == "docker":  # its containers and networks, by name
+            backends.make("docker", load_scenario(Path(state["file"])).topology,
+                          keep_name=state["name"]).down()
+        for ns in state["namespaces"].values() if state["backend"] != "docker" else ():
             netns.delete_namespace(ns)
         for pid in state.get("pids", []):  # local: the services run among our own processes
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -300,7 +311,10 @@ def down(name: str | None) -> int:
 def list_up() -> int:
     for state in _states():
         hosts = ", ".join(state["addresses"])
-        if state["namespaces"]:
+        if state["backend"] == "docker":
+            print(f"{state['name']} (docker): containers {', '.join(state['namespaces'].values())}"
+                  f" ({hosts}) from {state['file']}")
+        elif state["namespaces"]:
             alive = [ns for ns in state["namespaces"].values() if ns in netns.list_namespaces()]
             print(f"{state['name']}: {len(alive)} of {len(state['namespaces'])} hosts up "
                   f"({hosts}) from {state['file']}")
@@ -335,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                           help="loopback only (no namespaces, no captures)")
     run_demo.add_argument("--size-mib", type=int, default=16, help="with --loopback")
     run_demo.add_argument("--keep", action="store_true", help="keep logs and files")
+    run_demo.add_argument("--backend", choices=("netns", "docker"), default="netns",
+                          help="where the hosts run: network namespaces (root) or containers")
     run_cmd = sub.add_parser("run", help="run scenario files or folders")
     run_cmd.add_argument("paths", nargs="+")
     run_cmd.add_argument("--junit", help="JUnit XML (default OUT/junit.xml)")
@@ -384,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if bad else 0
     if args.loopback:
         return demo(args.size_mib, args.keep)
+    if args.backend == "docker":
+        return 2 if _unavailable("demo", "docker") else demo_netns(args.keep, "docker")
     reason = netns.available()
     if reason:
         print(f"testbed demo: {reason}; running the loopback demo instead (no captures)")

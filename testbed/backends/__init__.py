@@ -30,5 +30,5 @@ def make(kind: str, topology: Topology, keep_name: str | None = None,
         return local.LocalBackend(topology, keep_name=keep_name)
     if kind == "docker":
         prefix = f"ftsup-{keep_name}" if keep_name else f"fts-{os.getpid()}-{next(_runs)}"
-        return docker.DockerBackend(topology, prefix, mounts)
+        return docker.DockerBackend(topology, prefix, mounts, kept=keep_name is not None)
     raise ValueError(f"unknown backend {kind!r}; one of {', '.join(KINDS)}")

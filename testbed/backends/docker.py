@@ -118,6 +118,8 @@ def sweep(client: Any) -> int:
 
 
 def _alive(pid: str) -> bool:
+    if pid == "kept":  # `testbed up`: it stays until `testbed down`
+        return True
     if not pid.isdigit():
         return False
     try:
@@ -136,14 +138,14 @@ class DockerBackend(OwnStackPerHost):
     capture_unavailable: str | None = None
 
     def __init__(self, topology: Topology, prefix: str, mounts: Sequence[Path],
-                 owner: int | None = None) -> None:
-        """`owner`: the pid whose death makes this run's containers leftovers (ours, or the
-        `testbed up` that keeps them)."""
+                 kept: bool = False) -> None:
+        """`kept`: `testbed up` leaves it running after we exit; only `testbed down` removes
+        it. Otherwise our death makes its containers and networks leftovers to sweep."""
         self.original = topology
         self.topology = topology
         self.prefix = prefix
         self.mounts = [REPO, *mounts]
-        self.owner = owner or os.getpid()
+        self.owner = "kept" if kept else str(os.getpid())
         self.namespaces = {h: container_name(prefix, h) for h in topology.hosts}
         self._ifaces: dict[tuple[str, str], str] = {}
         self._containers: list[Any] = []
@@ -151,9 +153,6 @@ class DockerBackend(OwnStackPerHost):
         self._client: Any = None
         self.image = ""
         self.plan: ipaddress.IPv4Network | None = None
-        if os.environ.get("FTS_DOCKER_PLAN"):  # `testbed exec` of a kept topology
-            self.plan = ipaddress.IPv4Network(os.environ["FTS_DOCKER_PLAN"])
-            self.topology = relocate(topology, self.plan)
 
     @property
     def client(self) -> Any:
@@ -164,7 +163,7 @@ class DockerBackend(OwnStackPerHost):
         return self._client
 
     def labels(self) -> dict[str, str]:
-        return {LABEL: self.prefix, LABEL_OWNER: str(self.owner)}
+        return {LABEL: self.prefix, LABEL_OWNER: self.owner}
 
     # -- up and down -------------------------------------------------------------------------
     def up(self) -> None:
