@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from typing import TYPE_CHECKING, Any, cast
@@ -407,6 +408,22 @@ class FtpSftp:
         self._data = conn
         return ops.Transferred(ops.Ending.COMPLETE)
 
+    def _control_gone(self) -> bool:
+        """The client's control connection has ended (its FIN is queued, perhaps not yet
+        read by us): a peek on a duplicate of its descriptor, which consumes nothing."""
+        transport = self.session.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if self._closed or sock is None:
+            return self._closed
+        try:
+            with socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno())) as probe:
+                probe.setblocking(False)
+                return probe.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False  # open, and nothing to read
+        except OSError:
+            return True  # reset
+
     def _take_data(self) -> DataConnection:
         conn = self._data
         assert conn is not None, "the layer opens the data connection before using it"
@@ -483,6 +500,13 @@ class FtpSftp:
                 await writing
                 writing = None
             conn.close()
+            if self._control_gone():
+                # A client that dies mid-upload closes both connections, and its data
+                # connection's FIN looks like the end of the file (RFC 959 §3.4, stream mode).
+                # Its control connection, closed too (curl and ftplib opened it first, so its
+                # FIN goes first), says otherwise.
+                return ops.Transferred(ops.Ending.RESET, written, "the client closed its "
+                                       "control connection too: not known to be whole")
             return ops.Transferred(ops.Ending.COMPLETE, written)
         finally:
             if writing is not None:

@@ -184,7 +184,16 @@ def test_ftplib_commands_and_reply_codes(gateway: Gateway) -> None:
         ftp.rmd("dir")
         assert "dir" not in ftp.nlst()
         with pytest.raises(ftplib.error_perm, match=r"^502"):
-            ftp.sendcmd("SITE CHMOD 777 x")
+            ftp.sendcmd("SITE UTIME 20240101000000 x")  # SITE CHMOD only
+        with pytest.raises(ftplib.error_perm, match=r"^550"):
+            ftp.sendcmd("SITE CHMOD 777 x")  # no such file
+        ftp.storbinary("STOR mode.bin", io.BytesIO(b"m"))
+        assert ftp.sendcmd("SITE CHMOD 640 mode.bin").startswith("200")
+        assert stat.S_IMODE((gateway.home / "mode.bin").stat().st_mode) == 0o640
+        assert ftp.sendcmd("MFMT 20240102030405 mode.bin") == (
+            "213 Modify=20240102030405; mode.bin")
+        assert (gateway.home / "mode.bin").stat().st_mtime == 1704164645
+        ftp.delete("mode.bin")
         assert ftp.sendcmd("TYPE I").startswith("200")
     finally:
         ftp.quit()
@@ -387,3 +396,46 @@ def test_ssh_lost_mid_stor_leaves_nothing_under_the_name_and_the_next_login_swee
         assert list(gateway.home.iterdir()) == []
     finally:
         again.quit()
+
+
+def test_a_client_that_leaves_mid_stor_leaves_no_temporary_file(gateway: Gateway) -> None:
+    ftp = gateway.ftp()
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("STOR gone.bin")
+    conn.sendall(os.urandom(2 * 1024 * 1024))
+    # The client dies: its kernel closes the control connection (opened first), then the
+    # data connection, both with a FIN, which on its own would look like a whole file.
+    ftp.close()
+    conn.close()
+    deadline = time.monotonic() + 5
+    while list(gateway.home.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(gateway.home.iterdir()) == []  # no gone.bin, no .gone.bin.part-*
+
+
+def test_ftplib_abort_sends_abor_as_urgent_data_and_the_session_goes_on(
+        gateway: Gateway) -> None:
+    big = gateway.home / "big.bin"
+    big.write_bytes(os.urandom(16 * 1024 * 1024))
+    _own(gateway, big)
+    ftp = gateway.ftp()
+    try:
+        ftp.voidcmd("TYPE I")
+        conn = ftp.transfercmd("RETR big.bin")
+        conn.recv(65536)
+        # ftplib sends "ABOR\r\n" with MSG_OOB: the kernel marks its last byte urgent, and
+        # without SO_OOBINLINE the proxy never saw the "\n" (the reply never came).
+        first = ftp.abort()
+        conn.close()
+        second = ftp.getline()
+        assert first.startswith("426") and second.startswith("226"), (first, second)
+        assert ftp.voidcmd("NOOP").startswith("200")
+        # RFC 959's form: Telnet IP and DM before ABOR (ncftp, lftp).
+        conn = ftp.transfercmd("RETR big.bin")
+        conn.recv(65536)
+        ftp.sock.sendall(b"\xff\xf4\xff\xf2ABOR\r\n")
+        conn.close()
+        assert ftp.getline().startswith("426") and ftp.getline().startswith("226")
+        assert ftp.voidcmd("NOOP").startswith("200")
+    finally:
+        ftp.quit()
