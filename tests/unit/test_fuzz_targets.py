@@ -25,16 +25,22 @@ def test_seed(name: str, data: bytes) -> None:
     targets.TARGETS[name](data)
 
 
-def test_session_seed_really_logs_in_and_hears_only_replies() -> None:
-    """The control for the session target: its driver does reach RELAY with a password."""
+def _heard(target: str) -> bytes:
+    """What a session target's client heard when driven by the target's first seed."""
     layer_said: list[bytes] = []
     original = targets._complete_replies
     targets._complete_replies = layer_said.append  # type: ignore[assignment]
     try:
-        targets.ftp_session(targets.SEEDS["ftp-session"][0])
+        targets.TARGETS[target](targets.SEEDS[target][0])
     finally:
         targets._complete_replies = original
-    assert b"230 in" in layer_said[0] and b"227 " in layer_said[0]
+    return layer_said[0]
+
+
+def test_session_seed_really_logs_in_and_hears_only_replies() -> None:
+    """The control for the session target: its driver does reach RELAY with a password."""
+    heard = _heard("ftp-session")
+    assert b"230 in" in heard and b"227 " in heard
 
 
 def test_config_text_builds_documents_that_load() -> None:
@@ -45,12 +51,6 @@ def test_config_text_builds_documents_that_load() -> None:
 
 def test_sftp_session_seed_really_logs_in_and_opens_a_data_connection() -> None:
     """The control for the ftp-sftp target: its driver logs in and reaches a transfer."""
-    layer_said: list[bytes] = []
-    original = targets._complete_replies
-    targets._complete_replies = layer_said.append  # type: ignore[assignment]
-    try:
-        targets.sftp_session(targets.SEEDS["sftp-session"][0])
-    finally:
-        targets._complete_replies = original
-    assert b"230 Login" in layer_said[0] and b"227 " in layer_said[0]
-    assert b"425 " in layer_said[0]  # a STOR got as far as its data connection
+    heard = _heard("sftp-session")
+    assert b"230 Login" in heard and b"227 " in heard
+    assert b"425 " in heard  # a STOR got as far as its data connection
