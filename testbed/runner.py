@@ -243,7 +243,8 @@ class ScenarioRun:
                 service = PyFtpd(self.site, svc.port, self.user, self.needles.password,
                                  host=self._bind(svc.host, "::"), log_path=workdir / "pyftpd.log",
                                  prefix=prefix, debug=True, more_users=self.users[1:],
-                                 permit_foreign_addresses=svc.permit_foreign_addresses)
+                                 permit_foreign_addresses=svc.permit_foreign_addresses,
+                                 masquerade_address=svc.masquerade_address)
             elif svc.kind == "vsftpd":
                 service = Vsftpd(workdir, self.site, svc.port,
                                  host=self._bind(svc.host, "0.0.0.0"), prefix=prefix)

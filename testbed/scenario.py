@@ -7,6 +7,7 @@ See docs/scenarios.md for the format and a worked example.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class Service:
     # pyftpdlib: accept PORT/EPRT to an address other than the control peer's, as many
     # servers do; RFC 2577 says refuse, and then a bypass cannot even be shown.
     permit_foreign_addresses: bool = False
+    # pyftpdlib: the address its 227 replies announce instead of its own (a server behind
+    # NAT that announces its outside address, or a private one it cannot be reached at).
+    masquerade_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,14 @@ class Scenario:
 BACKENDS = ("netns", "local", "docker")
 
 
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _choice(path: Path, key: str, value: object, options: tuple[str, ...]) -> str:
     if value not in options:
         raise ScenarioError(path, key, f"{value!r} is not one of {', '.join(options)}")
@@ -196,8 +208,12 @@ def load(path: Path) -> Scenario:
         host = spec.get("host", "")
         if host not in topology.hosts:
             raise ScenarioError(path, f"service[{i}].host", f"no host {host!r}")
+        masquerade = str(spec.get("masquerade_address", ""))
+        if masquerade and (kind != "pyftpdlib" or not _is_ipv4(masquerade)):
+            raise ScenarioError(path, f"service[{i}].masquerade_address",
+                                "an IPv4 address, for kind = \"pyftpdlib\" only")
         services.append(Service(kind, host, int(spec.get("port", 22 if kind == "sshd" else 21)),
-                                bool(spec.get("permit_foreign_addresses", False))))
+                                bool(spec.get("permit_foreign_addresses", False)), masquerade))
     proxy_data = data.get("proxy", {})
     proxy = Proxy(_choice(path, "proxy.kind", proxy_data.get("kind", "none"), PROXY_KINDS),
                   proxy_data.get("host", "client"), proxy_data.get("ssh", "ssh"),

@@ -373,10 +373,13 @@ class FtpLayer:
     def _register_passive(self, reply: Reply) -> list[Action]:
         try:
             if reply.code == 227:
+                # The SSH server connects to the control connection's host, whatever address
+                # the 227 names: behind NAT a server announces one it cannot be reached at,
+                # curl and ftplib ignore it for that reason, and a server must not steer the
+                # SSH server's connections elsewhere (the server side of an FTP bounce). The
+                # client's data request may still name the announced address.
                 host, port = parse_227(reply.text)
-                # 0.0.0.0 (or nonsense) means "my control address": use the FTP host.
-                target = self.server_host if host == "0.0.0.0" else host
-                return [ExpectData(host, target, port)]
+                return [ExpectData(host, self.server_host, port)]
             if reply.code == 229:
                 return [ExpectData(None, self.server_host, parse_229(reply.text))]
         except FtpError as exc:
@@ -390,8 +393,8 @@ class FtpLayer:
             if kind is _Pending.ACTIVE_EPSV and reply.code == 229:
                 server = (self.server_host, parse_229(reply.text))
             elif kind is _Pending.ACTIVE_PASV and reply.code == 227:
-                host, port = parse_227(reply.text)
-                server = (self.server_host if host == "0.0.0.0" else host, port)
+                _, port = parse_227(reply.text)  # the control host, as in _register_passive
+                server = (self.server_host, port)
             elif kind is _Pending.ACTIVE_EPSV:
                 self._server_lacks_epsv = True  # try PASV, and remember for next time
                 self._pending.append((_Pending.ACTIVE_PASV, None))

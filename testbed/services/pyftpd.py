@@ -14,7 +14,7 @@ class PyFtpd(Service):
                  host: str = "127.0.0.1", passive_ports: tuple[int, int] | None = None,
                  log_path: Path | None = None, prefix: Sequence[str] = (),
                  more_users: Sequence[tuple[str, str]] = (), debug: bool = False,
-                 permit_foreign_addresses: bool = False) -> None:
+                 permit_foreign_addresses: bool = False, masquerade_address: str = "") -> None:
         self.root, self.host, self.port = root, host, port
         self.user, self.password = user, password
         argv = [sys.executable, "-m", "testbed.services.pyftpd_main", "--host", host,
@@ -27,5 +27,7 @@ class PyFtpd(Service):
             argv.append("--debug")
         if permit_foreign_addresses:
             argv.append("--permit-foreign-addresses")
+        if masquerade_address:
+            argv += ["--masquerade-address", masquerade_address]
         super().__init__(f"pyftpdlib:{port}", argv, log_path or root.parent / "pyftpd.log",
                          ready=(host, port), prefix=prefix)

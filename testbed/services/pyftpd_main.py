@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--debug", action="store_true", help="log every command")
     parser.add_argument("--permit-foreign-addresses", action="store_true",
                         help="accept PORT/EPRT to another host (RFC 2577 says refuse)")
+    parser.add_argument("--masquerade-address", default="",
+                        help="announce this address in 227 replies (a server behind NAT)")
     args = parser.parse_args()
     authorizer = DummyAuthorizer()
     for spec in args.user:
@@ -32,6 +34,8 @@ def main() -> None:
     handler = FTPHandler
     handler.authorizer = authorizer
     handler.permit_foreign_addresses = args.permit_foreign_addresses
+    if args.masquerade_address:
+        handler.masquerade_address = args.masquerade_address
     if args.passive_ports:
         low, high = (int(p) for p in args.passive_ports.split("-"))
         handler.passive_ports = range(low, high + 1)
