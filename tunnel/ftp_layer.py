@@ -37,6 +37,7 @@ from tunnel.ftp import (
     FtpError,
     Reply,
     ReplyReader,
+    multiline_reply,
     parse_227,
     parse_229,
     reply_line,
@@ -158,7 +159,9 @@ class FtpLayer:
         self._intercept: dict[str, Callable[[Command], list[Action]]] = {
             "AUTH": self._refuse_ftps, "PORT": self._port, "EPRT": self._port,
             "PASV": self._passive, "EPSV": self._passive,
+            "USER": self._relogin, "REIN": self._refuse_rein,
         }
+        self._banner: tuple[str, ...] = ()  # the server's own 220, for the client after login
 
     # -- inputs ------------------------------------------------------------------------------
     def start(self) -> list[Action]:
@@ -298,6 +301,23 @@ class FtpLayer:
         return [ToClient(reply_line(200, f"{command.verb} command successful (the proxy "
                                     "carries it through SSH)."))]
 
+    def _relogin(self, command: Command) -> list[Action]:
+        """USER after login (RFC 959 allows it). With credentials from the application the
+        SSH connection under this session is this user's: another user may not ride it
+        (an SSH connection is never shared across credentials), so that is refused; the
+        same user name goes to the server."""
+        if not self.credentials_from_app or command.arg == self.user:
+            self._pending.append((_Pending.RELAY, command))
+            return [ToServer(command.encode())]
+        return [ToClient(reply_line(530, f"Log in as another user on a new connection: this "
+                                    f"one's SSH login is {self.user}'s.")),
+                Note(f"refused re-login as {command.arg[:64]!r} on {self.user!r}'s SSH login")]
+
+    def _refuse_rein(self, command: Command) -> list[Action]:
+        # REIN would reset the FTP login while the SSH login stays: the same risk as USER.
+        return [ToClient(reply_line(502, "REIN is not offered through the tunnel; open a new "
+                                    "connection to log in again."))]
+
     def _passive(self, command: Command) -> list[Action]:
         self._active = None  # PASV after PORT: the client switched to passive
         self._pending.append((_Pending.PASSIVE, command))
@@ -346,6 +366,7 @@ class FtpLayer:
             return []
         if reply.code != 220:
             return [ToClient(reply.raw), *self._close(f"server greeting {reply.code}")]
+        self._banner = reply.lines
         self.state = State.REPLAY_USER
         return [ToServer(f"USER {self.user}\r\n".encode())]
 
@@ -362,8 +383,16 @@ class FtpLayer:
     def _logged_in(self, reply: Reply) -> list[Action]:
         self._password = None
         self.state = State.RELAY
-        out: list[Action] = [ToClient(reply.raw), Note(f"FTP login as {self.user!r}: "
-                                                       f"{reply.code}")]
+        said = reply.raw
+        if reply.code == 230 and self._banner:
+            # The client never saw the server's greeting (we greeted first): its text, a
+            # legal notice on some sites, comes with the login's 230 (RFC 959 §4.2 allows a
+            # multi-line reply to any command).
+            first, *rest = self._banner
+            said = multiline_reply(230, [f"The FTP server's greeting: {first}", *rest,
+                                         *reply.lines])
+        out: list[Action] = [ToClient(said), Note(f"FTP login as {self.user!r}: "
+                                                  f"{reply.code}")]
         if reply.code == 230:
             for command in self._replay_opts:
                 self._pending.append((_Pending.SWALLOW, command))

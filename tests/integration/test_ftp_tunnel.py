@@ -505,3 +505,67 @@ def test_a_burst_of_sessions_opens_to_one_server_a_few_at_a_time(
         assert "for its turn to open localhost:" in proxy.log()
     else:
         assert server.most_ungreeted > 2, server.most_ungreeted
+
+
+def _abort_then_noop(ftp: SocksFTP, conn: socket.socket, abor: bytes, oob: bool) -> list[str]:
+    """Send ABOR as `abor` (urgent with `oob`), close the data connection, send NOOP; return
+    every reply up to NOOP's 200. Servers differ in how they answer an ABOR (RFC 959 §4.1.3:
+    426 then 226; vsftpd without async ABOR: 426 for the transfer, then 225), and in how
+    that races the data connection's close; what must hold: a 2xx for the ABOR, no 500."""
+    ftp.sock.sendall(abor, socket.MSG_OOB) if oob else ftp.sock.sendall(abor)
+    conn.close()
+    ftp.putcmd("NOOP")
+    said = [ftp.getline()]
+    while not said[-1].startswith("200"):
+        said.append(ftp.getline())
+    return said
+
+
+def test_abor_in_every_form_reaches_the_server_and_the_session_goes_on(
+        start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+        ftp_server: PyFtpd | Vsftpd, users: dict[str, str]) -> None:
+    user, password = next(iter(users.items()))
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
+    ftp = SocksFTP(f"socks5://{proxy.url}", timeout=15)
+    ftp.connect("localhost", ftp_server.port)
+    ftp.login(user, password)
+    ftp.voidcmd("TYPE I")
+    # ftplib's abort() sends "ABOR\r\n" with MSG_OOB, its last byte urgent: before
+    # SO_OOBINLINE the proxy never saw the line end and the client waited for ever.
+    conn = ftp.transfercmd("RETR data.bin")
+    conn.recv(65536)
+    said = _abort_then_noop(ftp, conn, b"ABOR\r\n", oob=True)
+    assert any(line[:3] in ("225", "226") for line in said[:-1]), said
+    assert not any(line.startswith("500") for line in said), said
+    # RFC 959's form, as lftp and tnftp send it: Telnet IP, DM, then ABOR; before, the proxy
+    # answered 500 itself and the server sent the whole file on.
+    conn = ftp.transfercmd("RETR data.bin")
+    conn.recv(65536)
+    said = _abort_then_noop(ftp, conn, b"\xff\xf4\xff\xf2ABOR\r\n", oob=False)
+    assert any(line[:3] in ("225", "226") for line in said[:-1]), said
+    assert not any(line.startswith("500") for line in said), said
+    assert server_commands(ftp_server).count("ABOR") >= 2  # the server heard both
+    ftp.quit()
+
+
+def test_another_user_may_not_ride_this_users_ssh_login_and_the_banner_is_shown(
+        start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+        ftp_server: PyFtpd | Vsftpd, users: dict[str, str]) -> None:
+    (user, password), (other, _) = list(users.items())[:2]
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
+    ftp = SocksFTP(f"socks5://{proxy.url}", timeout=15)
+    ftp.connect("localhost", ftp_server.port)
+    welcome = ftp.login(user, password)
+    # The server's own 220, which the client never saw (the proxy greeted), comes with 230.
+    banner = "pyftpdlib" if isinstance(ftp_server, PyFtpd) else "vsFTPd"
+    assert welcome.startswith("230") and banner in welcome, welcome
+    with pytest.raises(ftplib.error_perm, match=rf"^530 .*SSH login is {user}'s"):
+        ftp.sendcmd(f"USER {other}")
+    with pytest.raises(ftplib.error_perm, match=r"^502"):
+        ftp.sendcmd("REIN")
+    assert ftp.voidcmd("NOOP").startswith("200")
+    assert ftp.pwd()  # still the first user's session
+    ftp.quit()
+    records = [r for r in _wait_audit(proxy, 1) if r["action"] == "ftp-tunnel"]
+    assert records and records[-1]["ssh_user"] == user and records[-1]["ftp_user"] == user
+    assert f"refused re-login as '{other}'" in proxy.log()

@@ -56,8 +56,10 @@ def test_greets_answers_pre_login_then_replays_the_login() -> None:
         ToServer(b"USER alice\r\n")]
     assert layer.server_data(b"331 Password please\r\n") == [ToServer(b"PASS s3cret\r\n")]
     out = said(layer.server_data(b"230 Logged in\r\n"))
-    # The client hears the server's real verdict; the noted OPTS is replayed, its reply eaten.
-    assert out == [ToClient(b"230 Logged in\r\n"), ToServer(b"OPTS UTF8 ON\r\n")]
+    # The client hears the server's real verdict, with the server's own greeting (it never
+    # saw it: we greeted first); the noted OPTS is replayed, its reply eaten.
+    assert out == [ToClient(b"230-The FTP server's greeting: Welcome\r\n to the real server"
+                            b"\r\n230 Logged in\r\n"), ToServer(b"OPTS UTF8 ON\r\n")]
     assert layer.server_data(b"200 Always in UTF8 mode.\r\n") == []
     assert layer._password is None  # held only until PASS was sent
     assert said(layer.client_data(b"PWD\r\n")) == [ToServer(b"PWD\r\n")]
@@ -93,8 +95,12 @@ def test_ftp_server_rejects_the_replayed_login() -> None:
     layer.server_data(b"220 hi\r\n331 pw?\r\n")
     assert said(layer.server_data(b"530 Login incorrect.\r\n")) == [
         ToClient(b"530 Login incorrect.\r\n")]
-    # Relaying now: a retry goes to the server itself.
-    assert said(layer.client_data(b"USER bob\r\n")) == [ToServer(b"USER bob\r\n")]
+    # Relaying now: a retry as alice goes to the server itself; as bob it would ride alice's
+    # SSH login, which is refused.
+    assert said(layer.client_data(b"USER alice\r\n")) == [ToServer(b"USER alice\r\n")]
+    assert said(layer.client_data(b"USER bob\r\n")) == [ToClient(
+        b"530 Log in as another user on a new connection: this one's SSH login is alice's.\r\n")]
+    assert said(layer.client_data(b"REIN\r\n"))[0].data.startswith(b"502 ")  # type: ignore[union-attr]
 
 
 def test_server_greeting_refusal_is_passed_on_and_closes() -> None:
