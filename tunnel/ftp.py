@@ -23,7 +23,9 @@ from tunnel.errors import RemoteProtocolError
 
 MAX_COMMAND_LINE = 2048  # pyftpdlib caps at 2048 as well; real commands are far shorter
 MAX_REPLY_LINE = 8192
-MAX_REPLY_LINES = 5000  # a FEAT or HELP reply is tens of lines; this is a runaway server
+MAX_REPLY_LINES = 5000  # held whole (a FEAT or HELP reply is tens of lines): a runaway server
+STREAM_AFTER_LINES = 1000  # a reader that streams passes longer replies on in parts of this
+MAX_STREAMED_REPLY = 64 << 20  # bytes: STAT of a huge directory is long, this never ends
 SECRET_VERBS = frozenset({"PASS", "ACCT"})
 
 
@@ -172,18 +174,34 @@ def _without_telnet(line: bytes) -> bytes:
 _REPLY_START = re.compile(rb"([1-5][0-9][0-9])([ -])")
 
 
-class ReplyReader:
-    """Server side of the control channel: bytes in, complete (multi-line) Reply out."""
+@dataclass(frozen=True)
+class ReplyPart:
+    """The next lines of a multi-line reply too long to hold whole (a streaming reader):
+    pass them on; the reply's end comes later as a Reply with the lines after them."""
 
-    def __init__(self, limit: int = MAX_REPLY_LINE) -> None:
+    code: int
+    raw: bytes = field(repr=False)
+
+
+class ReplyReader:
+    """Server side of the control channel: bytes in, complete (multi-line) Reply out.
+
+    With `stream_after`, a multi-line reply longer than that many lines comes out in
+    ReplyParts as it arrives (memory stays bounded however long a STAT listing is) and ends
+    with a Reply of its last lines; only one that passes MAX_STREAMED_REPLY bytes is an
+    error. Without, a reply is held whole, up to MAX_REPLY_LINES."""
+
+    def __init__(self, limit: int = MAX_REPLY_LINE, stream_after: int | None = None) -> None:
         self._lines = _LineBuffer(limit)
         self._pending: list[bytes] = []
         self._code: bytes = b""
+        self._stream_after = stream_after
+        self._streamed = 0  # bytes of the current reply already passed on in parts
 
     def receive_data(self, data: bytes) -> None:
         self._lines.feed(data)
 
-    def next_reply(self) -> Reply | _NeedData:
+    def next_reply(self) -> Reply | ReplyPart | _NeedData:
         while True:
             try:
                 line = self._lines.next_line()
@@ -191,7 +209,7 @@ class ReplyReader:
                 raise FtpError(421, "Server sent an over-long reply line.") from None
             if line is None:
                 return NEED_DATA
-            if not self._pending:
+            if not self._pending and not self._streamed:
                 match = _REPLY_START.match(line)
                 if match is None:
                     raise FtpError(421, f"Server sent a line that is not a reply: {line[:40]!r}")
@@ -201,11 +219,20 @@ class ReplyReader:
                     return self._complete()
                 continue
             self._pending.append(line)
-            if len(self._pending) > MAX_REPLY_LINES:
-                raise FtpError(421, "Server sent a runaway multi-line reply.")
             # RFC 959 §4.2: the last line starts with the same code followed by a space.
             if line.startswith(self._code + b" "):
                 return self._complete()
+            if self._stream_after is None:
+                if len(self._pending) > MAX_REPLY_LINES:
+                    raise FtpError(421, "Server sent a runaway multi-line reply.")
+            elif len(self._pending) >= self._stream_after:
+                raw = b"".join(self._pending)
+                self._streamed += len(raw)
+                if self._streamed > MAX_STREAMED_REPLY:
+                    raise FtpError(421, "Server sent a runaway multi-line reply "
+                                   f"(over {MAX_STREAMED_REPLY >> 20} MiB).")
+                self._pending = []
+                return ReplyPart(int(self._code), raw)
 
     def _complete(self) -> Reply:
         raw = b"".join(self._pending)
@@ -215,6 +242,7 @@ class ReplyReader:
             for ln in self._pending
         )
         self._pending = []
+        self._streamed = 0
         return Reply(int(self._code), lines, raw)
 
 

@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from tunnel.addresses import same_host
 from tunnel.ftp import (
     NEED_DATA,
+    STREAM_AFTER_LINES,
     Command,
     CommandReader,
     FtpError,
     Reply,
+    ReplyPart,
     ReplyReader,
     multiline_reply,
     parse_227,
@@ -142,7 +144,7 @@ class FtpLayer:
         self.user = ""
         self._password: str | None = None
         self._commands = CommandReader()
-        self._replies = ReplyReader()
+        self._replies = ReplyReader(stream_after=STREAM_AFTER_LINES)
         self._pending: deque[tuple[_Pending, Command | None]] = deque()
         self._held: list[Command] = []  # client commands waiting for an internal step
         self._replay_opts: list[Command] = []
@@ -195,9 +197,23 @@ class FtpLayer:
                 return [*out, ToClient(exc.reply or b""), *self._close(f"server: {exc}")]
             if reply is NEED_DATA:
                 break
+            if isinstance(reply, ReplyPart):
+                out += self._server_reply_part(reply)
+                continue
             assert isinstance(reply, Reply)
             out += self._server_reply(reply)
         return out
+
+    def _server_reply_part(self, part: ReplyPart) -> list[Action]:
+        """A long multi-line reply (STAT of a big directory) goes on as it comes, unless
+        it answers a command the proxy reads the reply of, which it must hold whole."""
+        kind = self._pending[0][0] if self._pending else _Pending.RELAY
+        if self.state is State.RELAY and kind is _Pending.RELAY:
+            return [ToClient(part.raw)]
+        return [ToClient(reply_line(421, "Service not available: the FTP server's reply is "
+                                    "too long for the proxy to read.")),
+                *self._close(f"server reply {part.code} over {STREAM_AFTER_LINES} lines "
+                             f"where the proxy reads it ({self.state.value})")]
 
     def upstream_opened(self) -> list[Action]:
         if self.state is not State.CLOSED:  # the client may have left while SSH connected

@@ -569,3 +569,23 @@ def test_another_user_may_not_ride_this_users_ssh_login_and_the_banner_is_shown(
     records = [r for r in _wait_audit(proxy, 1) if r["action"] == "ftp-tunnel"]
     assert records and records[-1]["ssh_user"] == user and records[-1]["ftp_user"] == user
     assert f"refused re-login as '{other}'" in proxy.log()
+
+
+def test_a_stat_reply_of_thousands_of_lines_passes_through(
+        start_proxy: ProxyFactory, sshd: Sshd, known_hosts: Path,
+        ftp_server: PyFtpd | Vsftpd, users: dict[str, str], site: Path) -> None:
+    big = site / "many"
+    if not big.exists():
+        big.mkdir()
+        big.chmod(0o777)
+        for n in range(6000):
+            (big / f"file{n:05d}").touch()
+    user, password = next(iter(users.items()))
+    proxy = start_proxy(app_profile(sshd, known_hosts) + ftp_rule(ftp_server.port))
+    ftp = SocksFTP(f"socks5://{proxy.url}", timeout=30)
+    ftp.connect("localhost", ftp_server.port)
+    ftp.login(user, password)
+    status = ftp.sendcmd("STAT many")  # the listing comes on the control connection
+    assert status.startswith("21") and status.count("file0") == 6000, status[-200:]
+    assert ftp.voidcmd("NOOP").startswith("200")  # before: 421 and a closed session
+    ftp.quit()

@@ -295,3 +295,29 @@ def test_refused_auth_logs_a_capped_argument() -> None:
     notes = [a.message for a in out if isinstance(a, Note)]
     assert len(notes) == 1 and "secret" not in notes[0] and len(notes[0]) < 60
     assert client_text(out).startswith(b"534 ")
+
+
+def test_a_reply_of_any_length_passes_through_in_parts() -> None:
+    """STAT of a directory of 20,000 files: before, over 5,000 lines was 421 and a close."""
+    layer = app_layer()
+    logged_in(layer)
+    assert layer.client_data(b"STAT .\r\n") == [ToServer(b"STAT .\r\n")]
+    body = b"".join(b" -rw-r--r-- 1 u u 0 Jan 1 00:00 file%05d\r\n" % n for n in range(20_000))
+    reply = b"213-Status of .:\r\n" + body + b"213 End of status\r\n"
+    heard = b""
+    for start in range(0, len(reply), 65536):  # as the channel delivers it
+        out = layer.server_data(reply[start:start + 65536])
+        assert not any(isinstance(a, Close) for a in out)
+        heard += client_text(out)
+    assert heard == reply and layer.state is State.RELAY
+    assert layer.client_data(b"NOOP\r\n") == [ToServer(b"NOOP\r\n")]
+
+
+def test_a_long_reply_where_the_proxy_reads_it_is_421() -> None:
+    layer = app_layer()
+    layer.start()
+    layer.client_data(b"USER alice\r\nPASS pw\r\n")
+    layer.upstream_opened()
+    banner = b"220-Welcome\r\n" + b" legal notice line\r\n" * 2000 + b"220 ready\r\n"
+    out = layer.server_data(banner)
+    assert client_text(out).startswith(b"421 ") and isinstance(out[-1], Close)
