@@ -11,7 +11,7 @@ test: setup
 
 lint: setup
 	.venv/bin/ruff check tunnel testbed tests bench fuzz
-	.venv/bin/mypy tunnel
+	.venv/bin/mypy tunnel testbed
 
 bench: setup
 	.venv/bin/python bench/throughput.py

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed.backends.netns import NetnsBackend
+from testbed.backends.base import LinkBackend
 
 SSH_BANNER = b"SSH-2.0-"
 FlowKey = tuple[str, int, str, int]
@@ -56,7 +56,7 @@ class Capture:
 class LinkCapture:
     """tcpdump on one link for the life of a scenario's steps."""
 
-    def __init__(self, backend: NetnsBackend, link: str, out_dir: Path) -> None:
+    def __init__(self, backend: LinkBackend, link: str, out_dir: Path) -> None:
         self.backend = backend
         self.link = link
         host = backend.topology.link(link).hosts[0]

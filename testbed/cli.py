@@ -232,16 +232,17 @@ def up(path: str, backend: str = "netns", out: Path = OUT) -> int:
     runner.bring_up()
     scenario = runner.scenario  # with the backend's addresses
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    state = {"name": name, "file": str(Path(path).resolve()), "backend": backend,
+    addresses = {h: scenario.topology.address(h) for h in scenario.topology.hosts}
+    state: dict[str, Any] = {"name": name, "file": str(Path(path).resolve()), "backend": backend,
              # what `down` must stop where no namespace holds the processes (local)
              "pids": [s.proc.pid for s in runner.services if s.proc is not None],
              "namespaces": runner.backend.namespaces, "out": str(runner.out),
              "site": str(runner.site), "user": runner.user,
              "password": runner.needles.password,
-             "addresses": {h: scenario.topology.address(h) for h in scenario.topology.hosts}}
+             "addresses": addresses}
     (STATE_DIR / f"{name}.json").write_text(json.dumps(state, indent=2))
     print(f"{name} is up. Hosts:")
-    for host, address in state["addresses"].items():
+    for host, address in addresses.items():
         ns = runner.backend.namespaces.get(host)
         how = (f"(or: docker exec -it {ns} bash)" if backend == "docker" else
                f"(or: ip netns exec {ns} bash)" if ns else "(local: a shell on this machine)")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from testbed.backends import dockerexec
-from testbed.backends.netns import NetnsBackend
+from testbed.backends.base import LinkBackend
 from testbed.services.base import Service
 
 
@@ -21,7 +21,7 @@ class FaultUnavailable(RuntimeError):
     """This kernel cannot do that fault (a missing qdisc), said plainly."""
 
 
-def netem(backend: NetnsBackend, link: str, delay_ms: float = 0, loss_pct: float = 0,
+def netem(backend: LinkBackend, link: str, delay_ms: float = 0, loss_pct: float = 0,
           rate_mbit: float = 0) -> None:
     """Shape both ends' egress; a delay of d on each gives a round trip of 2d.
     Raises FaultUnavailable where the kernel has no sch_netem."""
@@ -41,7 +41,7 @@ def netem(backend: NetnsBackend, link: str, delay_ms: float = 0, loss_pct: float
                                    "no sch_netem; `rate` alone works through tbf)")
 
 
-def rate(backend: NetnsBackend, link: str, mbit: float) -> None:
+def rate(backend: LinkBackend, link: str, mbit: float) -> None:
     """Token-bucket rate limit on both ends (tbf, present in kernels that lack netem)."""
     burst = max(int(mbit * 1000 / 8 / 100) * 1000, 16000)  # ~10 ms of traffic, at least 16 kB
     for host in backend.topology.link(link).hosts:
@@ -50,7 +50,7 @@ def rate(backend: NetnsBackend, link: str, mbit: float) -> None:
                            "400ms"], check=True)
 
 
-def clear(backend: NetnsBackend, link: str) -> None:
+def clear(backend: LinkBackend, link: str) -> None:
     for host in backend.topology.link(link).hosts:
         backend.run(host, ["tc", "qdisc", "del", "dev", backend.iface(host, link), "root"])
 
@@ -58,7 +58,7 @@ def clear(backend: NetnsBackend, link: str) -> None:
 LOSS_TABLE = "fts_loss"
 
 
-def loss(backend: NetnsBackend, link: str, pct: float) -> None:
+def loss(backend: LinkBackend, link: str, pct: float) -> None:
     """Lose `pct` percent of the packets crossing the link, either way, at random: nftables'
     `numgen random` in each end's ingress hook drops them on arrival, after the sender let
     them go, as a wire loses them (a drop on the sender's way out would be reported to the
@@ -78,7 +78,7 @@ def loss(backend: NetnsBackend, link: str, pct: float) -> None:
             raise FaultUnavailable(f"loss on {link}: nft: {done.stderr.strip()}")
 
 
-def lost_packets(backend: NetnsBackend, link: str) -> int:
+def lost_packets(backend: LinkBackend, link: str) -> int:
     """Packets `loss` has dropped on the link so far (its rules' counters, both ends)."""
     total = 0
     for host in backend.topology.link(link).hosts:
@@ -87,7 +87,7 @@ def lost_packets(backend: NetnsBackend, link: str) -> int:
     return total
 
 
-def link_state(backend: NetnsBackend, link: str, up: bool) -> None:
+def link_state(backend: LinkBackend, link: str, up: bool) -> None:
     for host in backend.topology.link(link).hosts:
         backend.run(host, ["ip", "link", "set", backend.iface(host, link),
                            "up" if up else "down"], check=True)

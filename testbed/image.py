@@ -143,7 +143,7 @@ def wheel_fits(filename: str, machine: str) -> bool:
 
 def _needs_newer_glibc(tag: str) -> bool:
     match = re.match(r"manylinux_(\d+)_(\d+)_", tag)
-    return bool(match) and (int(match.group(1)), int(match.group(2))) > (2, 36)  # bookworm
+    return match is not None and (int(match.group(1)), int(match.group(2))) > (2, 36)
 
 
 # --- the engine -----------------------------------------------------------------------------

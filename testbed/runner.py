@@ -20,8 +20,10 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from testbed import backends, capture, faults, tcpstats
+from testbed.backends.base import LinkBackend
 from testbed.backends.docker import DockerBackend
 from testbed.backends.netns import NetnsBackend
 from testbed.capture import Capture, LinkCapture, Verdict
@@ -143,7 +145,7 @@ class ScenarioRun:
         step_outcomes: list[Outcome] = []
         try:
             self._hosts_and_servers()
-            taps = [LinkCapture(self.backend, link.name, self.out / "pcap")
+            taps = [LinkCapture(cast(LinkBackend, self.backend), link.name, self.out / "pcap")
                     for link in self.scenario.topology.links] if self._can_capture() else []
             for tap in taps:
                 tap.start()

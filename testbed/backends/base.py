@@ -38,6 +38,18 @@ class Backend(Protocol):
         ...
 
 
+class LinkBackend(Protocol):
+    """What a per-link capture and the link faults need: hosts with their own interfaces
+    (netns, docker)."""
+
+    topology: Topology
+
+    def exec_prefix(self, host: str) -> list[str]: ...
+    def run(self, host: str, argv: Sequence[str], check: bool = False,
+            timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess[str]: ...
+    def iface(self, host: str, link: str) -> str: ...
+
+
 class OwnStackPerHost:
     """For backends that give every host its own network stack (namespaces, containers)."""
 

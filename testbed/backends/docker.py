@@ -173,8 +173,8 @@ class DockerBackend(OwnStackPerHost):
         self.image = ensure_image(log=lambda _line: None)
         try:
             self._networks_up()
-            for host in self.topology.hosts.values():
-                self._container_up(host.name, host.forward)
+            for spec in self.topology.hosts.values():
+                self._container_up(spec.name, spec.forward)
             for host in self.topology.hosts:
                 # Names come from /etc/hosts only, as in a namespace: Docker's embedded DNS
                 # cannot forward from an internal network, and each lookup it cannot answer

@@ -72,8 +72,9 @@ class LocalBackend:
 
     def run(self, host: str, argv: Sequence[str], check: bool = False,
             timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(list(argv), capture_output=True, text=True, check=check,
-                              timeout=timeout, **kwargs)  # type: ignore[call-overload]
+        done: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+            list(argv), capture_output=True, text=True, check=check, timeout=timeout, **kwargs)
+        return done
 
     def listen_address(self, host: str, wildcard: str) -> str:
         return self.topology.address(host)  # the wildcard would be every host's at once

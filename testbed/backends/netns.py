@@ -139,8 +139,10 @@ class NetnsBackend(OwnStackPerHost):
 
     def run(self, host: str, argv: Sequence[str], check: bool = False,
             timeout: float = 120, **kwargs: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.exec_prefix(host), *argv], capture_output=True,
-                              text=True, check=check, timeout=timeout, **kwargs)  # type: ignore[call-overload]
+        done: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+            [*self.exec_prefix(host), *argv], capture_output=True, text=True, check=check,
+            timeout=timeout, **kwargs)
+        return done
 
     def iface(self, host: str, link: str) -> str:
         return self.interfaces[(host, link)]

@@ -43,7 +43,9 @@ class SocksFTP(ftplib.FTP):
         # ftplib's makepasv() falls back to getpeername() for the PASV host, which behind
         # SOCKS is the proxy itself; a SOCKS-aware client names the control destination.
         host, port = self.makepasv()
-        if not self.trust_server_pasv_ipv4_address and self.af == socket.AF_INET:
+        # (typeshed lacks ftplib's class attribute, present since Python 3.9)
+        trusting = getattr(self, "trust_server_pasv_ipv4_address", False)
+        if not trusting and self.af == socket.AF_INET:
             host = self.host
         conn = self._socks(host, port)
         try:
