@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tunnel.session import Context, SocksSession
+from tunnel.context import ClientSession, Context
 
 log = logging.getLogger("tunnel.control")
 
 
-def session_row(session: SocksSession) -> dict[str, Any]:
+def session_row(session: ClientSession) -> dict[str, Any]:
     rec = session.record
-    counted: Any = session.ftp if session.ftp is not None else session.relay
+    counted = session.counts
     return {
         "id": session.id, "client": rec.client, "user": rec.ftp_user or rec.ssh_user,
         "dst": f"{rec.dst}:{rec.port}" if rec.dst else "", "action": rec.action,

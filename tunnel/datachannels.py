@@ -11,13 +11,17 @@ the ordinary rules, so a stray high port is never tunnelled on a guess.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 EXPECTATION_TTL = 60.0  # seconds: a client connects within moments of the 227/229 reply
 
 
+Owner = TypeVar("Owner")
+
+
 @dataclass(frozen=True)
-class Expected:
-    owner: object  # the control session that will carry the data connection
+class Expected(Generic[Owner]):
+    owner: Owner  # the control session that will carry the data connection
     client_host: str
     hosts: frozenset[str]  # destinations the SOCKS request may name
     port: int
@@ -25,13 +29,13 @@ class Expected:
     deadline: float
 
 
-class DataExpectations:
+class DataExpectations(Generic[Owner]):
     def __init__(self, ttl: float = EXPECTATION_TTL) -> None:
         self.ttl = ttl
-        self._items: list[Expected] = []
+        self._items: list[Expected[Owner]] = []
 
-    def add(self, owner: object, client_host: str, hosts: set[str], port: int,
-            target_host: str, now: float) -> Expected:
+    def add(self, owner: Owner, client_host: str, hosts: set[str], port: int,
+            target_host: str, now: float) -> Expected[Owner]:
         self._expire(now)
         # A newer announcement of the same port by the same control session replaces the old.
         self._items = [e for e in self._items
@@ -41,7 +45,8 @@ class DataExpectations:
         self._items.append(expected)
         return expected
 
-    def take(self, client_host: str, host: str, port: int, now: float) -> Expected | None:
+    def take(self, client_host: str, host: str, port: int,
+             now: float) -> Expected[Owner] | None:
         self._expire(now)
         for index, expected in enumerate(self._items):
             if (expected.port == port and expected.client_host == client_host
@@ -50,7 +55,7 @@ class DataExpectations:
                 return expected
         return None
 
-    def drop_owner(self, owner: object) -> None:
+    def drop_owner(self, owner: Owner) -> None:
         self._items = [e for e in self._items if e.owner is not owner]
 
     def __len__(self) -> int:

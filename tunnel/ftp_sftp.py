@@ -21,12 +21,13 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import asyncssh
 
 from tunnel import sftp_ops as ops
 from tunnel.config import LineEnding, Profile
+from tunnel.context import HandlerSession
 from tunnel.dataconn import DataConnection, DataCut
 from tunnel.endpoints import is_own_address_of
 from tunnel.errors import UpstreamError
@@ -40,9 +41,6 @@ from tunnel.sftp_map import (
 )
 from tunnel.socks import Request
 from tunnel.ssh import Lease, Login
-
-if TYPE_CHECKING:
-    from tunnel.session import SocksSession
 
 log = logging.getLogger("tunnel.sftp")
 
@@ -75,7 +73,7 @@ class FtpSftp:
     """One FTP control connection served over SFTP. Same face to `SocksSession` as
     `FtpTunnel`: prepare, start, client_data, close, and byte counters."""
 
-    def __init__(self, session: SocksSession, profile: Profile, request: Request) -> None:
+    def __init__(self, session: HandlerSession, profile: Profile, request: Request) -> None:
         self.session = session
         self.profile = profile
         self.request = request
@@ -155,7 +153,7 @@ class FtpSftp:
             if lease is not None:
                 lease.release()
         log.debug("sftp session %d closed: %s", self.session.id, reason)
-        self.session._end("closed", error="" if reason in ("client quit", "closed") else reason)
+        self.session.end("closed", error="" if reason in ("client quit", "closed") else reason)
 
     # -- executing the layer's actions -------------------------------------------------------
     def _apply(self, actions: list[ops.Action]) -> None:
@@ -163,8 +161,7 @@ class FtpSftp:
             if self._closed:
                 return
             if isinstance(action, ops.ToClient):
-                if self.session.transport is not None:
-                    self.session.transport.write(action.data)
+                self.session.write(action.data)
             elif isinstance(action, ops.Note):
                 log.info("sftp session %d: %s", self.session.id, action.message)
             elif isinstance(action, ops.AbortData):
@@ -181,13 +178,12 @@ class FtpSftp:
 
     def _flow_control(self) -> None:
         """Stop reading a client that queues commands faster than they run."""
-        transport = self.session.transport
-        if transport is None or self._closed:
+        if self._closed:
             return
         if self.layer.backlog > MAX_QUEUED_COMMANDS:
-            transport.pause_reading()
+            self.session.pause_reading()
         elif self.layer.backlog <= MAX_QUEUED_COMMANDS // 2:
-            transport.resume_reading()
+            self.session.resume_reading()
 
     async def _run(self, operation: ops.Operation) -> None:
         outcome = await self._execute(operation)
@@ -411,8 +407,7 @@ class FtpSftp:
     def _control_gone(self) -> bool:
         """The client's control connection has ended (its FIN is queued, perhaps not yet
         read by us): a peek on a duplicate of its descriptor, which consumes nothing."""
-        transport = self.session.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
+        sock = self.session.client_socket()
         if self._closed or sock is None:
             return self._closed
         try:

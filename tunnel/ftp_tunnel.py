@@ -12,11 +12,12 @@ import asyncio
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import asyncssh
 
 from tunnel.config import Profile
+from tunnel.context import BindSession, HandlerSession
 from tunnel.endpoints import SSHEnd, connect_tcp, is_own_address_of
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_os_error
@@ -34,9 +35,6 @@ from tunnel.ftp_layer import (
 from tunnel.relay import Relay, Side
 from tunnel.socks import Request
 from tunnel.ssh import Lease, Login
-
-if TYPE_CHECKING:
-    from tunnel.session import SocksSession
 
 log = logging.getLogger("tunnel.ftp")
 
@@ -79,7 +77,7 @@ class _ControlChannel(asyncssh.SSHTCPSession[bytes]):
 
 
 class FtpTunnel:
-    def __init__(self, session: SocksSession, profile: Profile, request: Request,
+    def __init__(self, session: HandlerSession, profile: Profile, request: Request,
                  fallback_to_plain: bool) -> None:
         self.session = session
         self.profile = profile
@@ -105,7 +103,7 @@ class FtpTunnel:
                                                 request.port))
         self._prepared: tuple[str, int, Relay, asyncio.Task[Lease | None]] | None = None
         # SOCKS BIND sessions waiting for their transfer, by the address they announced.
-        self._binds: dict[tuple[str, int], tuple[SocksSession, socket.socket]] = {}
+        self._binds: dict[tuple[str, int], tuple[BindSession, socket.socket]] = {}
         rec = session.record
         rec.ssh_server = f"{self.ssh_host}:{profile.port}"
         rec.last_hop = "local" if self.ssh_host == request.host else "clear"
@@ -153,7 +151,7 @@ class FtpTunnel:
             self.lease.release()
             self.lease = None
         log.debug("ftp session %d closed: %s", self.session.id, reason)
-        self.session._end("closed", error="" if reason in _NORMAL_ENDS else reason)
+        self.session.end("closed", error="" if reason in _NORMAL_ENDS else reason)
 
     # -- server side callbacks ---------------------------------------------------------------
     def server_connected(self, endpoint: asyncio.Transport | asyncssh.SSHTCPChannel[bytes]) -> None:
@@ -222,12 +220,11 @@ class FtpTunnel:
             self.lease, host, port, lambda: SSHEnd(relay))
         return lease
 
-    def register_bind(self, bind_session: SocksSession) -> tuple[str, int]:
+    def register_bind(self, bind_session: BindSession) -> tuple[str, int]:
         """A BIND for this session: announce an address of ours. A listening socket reserves
         the port so no two BINDs share one; nothing ever connects to it, because the data
         connection comes from the FTP server through SSH, not to this host."""
-        assert bind_session.transport is not None
-        host = str(bind_session.transport.get_extra_info("sockname")[0])
+        host = bind_session.local_host()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         reserved = socket.socket(family, socket.SOCK_STREAM)
         reserved.bind((host, 0))
@@ -262,7 +259,7 @@ class FtpTunnel:
         self.session.record.data_channels += 1
         self._run(self.layer.active_ready(True))
 
-    async def _deliver_to_bind(self, order: ConnectActive, bind_session: SocksSession,
+    async def _deliver_to_bind(self, order: ConnectActive, bind_session: BindSession,
                                reserved: socket.socket) -> None:
         """Active mode over SOCKS BIND: the server's passive port, through SSH, becomes the
         BIND's incoming connection (its second reply)."""
@@ -284,8 +281,7 @@ class FtpTunnel:
             if self._closed:
                 return
             if isinstance(action, ToClient):
-                assert self.session.transport is not None
-                self.session.transport.write(action.data)
+                self.session.write(action.data)
                 self.bytes_down += len(action.data)
             elif isinstance(action, ToServer):
                 if self._server is not None:

@@ -9,10 +9,11 @@ import signal
 from tunnel import config as config_mod
 from tunnel.audit import AuditLog
 from tunnel.config import Config, Profile
+from tunnel.context import Context
 from tunnel.control import ControlServer
 from tunnel.errors import ConfigError
 from tunnel.heap import release_free_heap
-from tunnel.session import Context, SocksSession
+from tunnel.session import SocksSession
 from tunnel.ssh import SSHPool
 
 log = logging.getLogger("tunnel.server")

@@ -12,46 +12,25 @@ import ipaddress
 import logging
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from tunnel.addresses import is_ip, is_loopback
-from tunnel.audit import AuditLog, AuditRecord
-from tunnel.config import Config
-from tunnel.datachannels import DataExpectations, Expected
+from tunnel.audit import AuditRecord
+from tunnel.context import ByteCounts, Context, DataOwner
+from tunnel.datachannels import Expected
 from tunnel.endpoints import SSHEnd, connect_tcp
 from tunnel.errors import RemoteProtocolError, UpstreamError
 from tunnel.ftp_tunnel import FtpTunnel
-from tunnel.openings import Openings
 from tunnel.relay import Relay, Side
 from tunnel.rules import Action, Decision, IPAddress
 from tunnel.socks import AuthRequest, Command, Credentials, Reply, Request, SocksServer
-from tunnel.ssh import Lease, Login, SSHPool
+from tunnel.ssh import Lease, Login
 
 if TYPE_CHECKING:  # loaded by the first ftp-sftp session: an idle daemon does without it
     from tunnel.dataconn import DataConnection
     from tunnel.ftp_sftp import FtpSftp
 
 log = logging.getLogger("tunnel.session")
-
-
-@dataclass
-class Context:
-    """What sessions share. `config` is replaced on reload; a session reads it once."""
-
-    config: Config
-    pool: SSHPool
-    audit: AuditLog
-    sessions: dict[int, SocksSession] = field(default_factory=dict)
-    expectations: DataExpectations = field(default_factory=DataExpectations)
-    openings: Openings = field(default_factory=Openings)
-    # ftp-sftp temporary upload files that a lost SSH connection left behind, by
-    # (SSH server, user): removed at that user's next login (ftp_sftp._sweep_leftovers).
-    sftp_leftovers: dict[tuple[str, str], set[str]] = field(default_factory=dict)
-    next_id: int = 1
-    started: float = field(default_factory=time.monotonic)
-    bytes_up: int = 0  # of sessions that have ended (live ones are counted where they run)
-    bytes_down: int = 0
 
 
 class SocksSession(asyncio.Protocol):
@@ -96,7 +75,7 @@ class SocksSession(asyncio.Protocol):
         if not self.config.proxy.allow_relay and not is_loopback(str(peer[0])):
             log.warning("session %d: refused client %s: not on this host and "
                         "proxy.allow_relay = false", self.id, self.record.client)
-            self._end("refused-relay", error="client not on loopback; allow_relay = false")
+            self.end("refused-relay", error="client not on loopback; allow_relay = false")
             return
         self.relay.attach(Side.CLIENT, transport)
         self._timer = asyncio.get_running_loop().call_later(
@@ -114,7 +93,7 @@ class SocksSession(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         if self._task is None:  # EOF inside the handshake: nothing to carry on
-            self._end("client-eof", error="client closed during the SOCKS handshake")
+            self.end("client-eof", error="client closed during the SOCKS handshake")
             return False
         if self.ftp is not None:  # a half-closed FTP control connection is a finished one
             self.ftp.close("client closed the control connection")
@@ -134,7 +113,7 @@ class SocksSession(asyncio.Protocol):
         if self.relay.finished or self._closed:
             return
         if self._task is None:
-            self._end("client-eof", error="client closed during the SOCKS handshake")
+            self.end("client-eof", error="client closed during the SOCKS handshake")
         elif self.ftp is not None:
             self.ftp.close("client closed the control connection")
         else:
@@ -167,7 +146,7 @@ class SocksSession(asyncio.Protocol):
             if exc.reply is not None:
                 self.transport.write(exc.reply)
                 self.record.reply = exc.reply[1] if len(exc.reply) > 1 else None
-            self._end("protocol-error", error=str(exc))
+            self.end("protocol-error", error=str(exc))
 
     def _handshake_timed_out(self) -> None:
         if self._task is None and not self._closed:
@@ -206,7 +185,7 @@ class SocksSession(asyncio.Protocol):
             self._fail(Reply.TTL_EXPIRED, "upstream-failed", "connecting upstream timed out")
             return
         except asyncio.CancelledError:
-            self._end("client-eof", error="client left while the proxy was connecting")
+            self.end("client-eof", error="client left while the proxy was connecting")
             raise
         except Exception as exc:  # a bug of ours must cost this session only
             log.exception("session %d: internal error", self.id)
@@ -253,8 +232,8 @@ class SocksSession(asyncio.Protocol):
         """This client's ftp-tunnel session whose FTP server the BIND names (SOCKS BIND's
         DST.ADDR, RFC 1928 §4); failing that, its only one."""
         mine = [s.ftp for s in self.ctx.sessions.values()
-                if isinstance(s.ftp, FtpTunnel) and s.client_ip == self.client_ip
-                and s is not self]
+                if isinstance(s, SocksSession) and isinstance(s.ftp, FtpTunnel)
+                and s.client_ip == self.client_ip and s is not self]
         named = [ftp for ftp in mine if ftp.request.host == host]
         if named:
             return named[-1]
@@ -321,7 +300,7 @@ class SocksSession(asyncio.Protocol):
             self.record.action = "direct-fallback"
             return await self._direct(request)
 
-    async def _ftp_data(self, expected: Expected) -> tuple[str, int]:
+    async def _ftp_data(self, expected: Expected[DataOwner]) -> tuple[str, int]:
         """A passive data connection its control session announced: it rides that session's
         SSH connection (or its direct fallback), whatever the rules say about the port."""
         owner = expected.owner
@@ -340,7 +319,8 @@ class SocksSession(asyncio.Protocol):
         self.relay = relay
         return "0.0.0.0", 0
 
-    async def _sftp_data(self, owner: FtpSftp, expected: Expected) -> tuple[str, int]:
+    async def _sftp_data(self, owner: FtpSftp, expected: Expected[DataOwner]
+                         ) -> tuple[str, int]:
         """A passive data connection of an ftp-sftp session ends at that session: after
         the SOCKS reply, this connection's transport is handed to it (`_hand_over`)."""
         rec = self.record
@@ -356,7 +336,7 @@ class SocksSession(asyncio.Protocol):
         from tunnel.dataconn import DataConnection
         assert self.transport is not None
         self.relay.detach(Side.CLIENT)  # the relay is unused: it must not close it
-        conn = self._data = DataConnection(on_closed=lambda _: self._end("closed"))
+        conn = self._data = DataConnection(on_closed=lambda _: self.end("closed"))
         self.transport.set_protocol(conn)
         conn.connection_made(self.transport)
         trailing = self.codec.trailing_data()
@@ -405,15 +385,15 @@ class SocksSession(asyncio.Protocol):
             self.record.reply = reply
         log.info("session %d: %s %s:%d -> %s (%s)", self.id, self.record.client,
                  self.record.dst, self.record.port, result, error)
-        self._end(result, error=error)
+        self.end(result, error=error)
 
     def _relay_finished(self, relay: Relay) -> None:
         if relay.error is not None and not isinstance(relay.error, ConnectionResetError):
-            self._end("error", error=str(relay.error))
+            self.end("error", error=str(relay.error))
         else:
-            self._end("closed")
+            self.end("closed")
 
-    def _end(self, result: str, error: str = "") -> None:
+    def end(self, result: str, error: str = "") -> None:
         if self._closed:
             return
         self._closed = True
@@ -428,8 +408,7 @@ class SocksSession(asyncio.Protocol):
             self.transport.close()
         rec = self.record
         rec.result, rec.error = result, error
-        counted = self.ftp or self._data or self.relay
-        rec.bytes_up, rec.bytes_down = counted.bytes_up, counted.bytes_down
+        rec.bytes_up, rec.bytes_down = self.counts.bytes_up, self.counts.bytes_down
         rec.duration_ms = round((time.monotonic() - self._t0) * 1000, 1)
         self.ctx.sessions.pop(self.id, None)
         self.ctx.bytes_up += rec.bytes_up
@@ -438,11 +417,38 @@ class SocksSession(asyncio.Protocol):
 
     def close(self) -> None:
         """Ask the session to end now (drain timeout, `ctl close`)."""
-        self._end("closed-by-proxy")
+        self.end("closed-by-proxy")
 
     @property
     def client_ip(self) -> str:
         return self.record.client.rsplit(":", 1)[0]
+
+    # -- the faces a handler sees (context.HandlerSession, BindSession) ------------------------
+    @property
+    def counts(self) -> ByteCounts:
+        """Where this session's bytes are counted: its FTP handler, its handed-over data
+        connection, or its relay."""
+        return self.ftp or self._data or self.relay
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.resume_reading()
+
+    def client_socket(self) -> socket.socket | None:
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        return cast("socket.socket | None", sock)
+
+    def local_host(self) -> str:
+        assert self.transport is not None
+        return str(self.transport.get_extra_info("sockname")[0])
 
 
 def _bound(transport: asyncio.BaseTransport) -> tuple[str, int]:
