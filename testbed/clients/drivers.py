@@ -154,25 +154,28 @@ ftp = SocksFTP(f"socks5://{socks}") if proxied == "1" else ftplib.FTP(timeout=30
 ftp.connect(server, int(port))
 ftp.login(user, password)
 ftp.set_pasv(mode != "active")
+
+
+def make_directory():
+    try:
+        ftp.mkd(directory)
+    except ftplib.error_perm:
+        pass  # it is there already
+
+
 op = ""
 try:
     for op in ops.split(","):
         pace = Pace(rate_of(limit_rate))
         if op == "upload":
-            try:
-                ftp.mkd(directory)
-            except ftplib.error_perm:
-                pass
+            make_directory()
             with open(payload, "rb") as fh:
                 print(ftp.storbinary(f"STOR {directory}/{name}", fh, callback=pace))
         elif op == "upload-reset":
             # A client that dies mid-upload: half the file, a second for it to reach the
             # server's disk, then SO_LINGER {on, 0}, so close() sends a TCP RST, not a FIN
             # (a FIN would be the end of a whole, shorter file: RFC 959 stream mode).
-            try:
-                ftp.mkd(directory)
-            except ftplib.error_perm:
-                pass
+            make_directory()
             with open(payload, "rb") as fh:
                 data = fh.read()
             ftp.voidcmd("TYPE I")  # storbinary's own first step: an image, not text
