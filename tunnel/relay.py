@@ -31,6 +31,11 @@ class Side(enum.Enum):
     SERVER = "server"
 
 
+# Server bytes batched for one write to the client at most (see `data`): a socket read's
+# worth of SSH packets, so batching keeps its gain and backpressure still acts.
+BATCH_LIMIT = 256 * 1024
+
+
 class Relay:
     """Joins two endpoints; counts bytes each way; calls `on_finished` once, when done."""
 
@@ -54,6 +59,7 @@ class Relay:
         self.bytes_down = 0  # server -> client
         self.error: BaseException | None = None
         self._down: list[bytes] = []  # server bytes for the client, flushed once per loop pass
+        self._down_bytes = 0
 
     def attach(self, side: Side, endpoint: Endpoint) -> None:
         self._ends[side] = endpoint
@@ -101,6 +107,13 @@ class Relay:
                 if not self._down:
                     self._schedule(self._flush_down)
                 self._down.append(data)
+                self._down_bytes += len(data)
+                if self._down_bytes >= BATCH_LIMIT:
+                    # Out now: the write may tell us the client is full (pause_writing),
+                    # which pauses the channel, and asyncssh stops handing over what it
+                    # holds. Batched to the end of the pass, a resumed channel's whole
+                    # window (8 MiB) went into one write: 29 MiB more RSS per slow reader.
+                    self._flush_down()
                 return
         try:
             other.write(data)
@@ -145,7 +158,7 @@ class Relay:
 
     # -- internals ---------------------------------------------------------------------------
     def _flush_down(self) -> None:
-        chunks, self._down = self._down, []
+        chunks, self._down, self._down_bytes = self._down, [], 0
         client = self._ends[Side.CLIENT]
         if not chunks or client is None or Side.CLIENT in self._lost:
             return

@@ -28,6 +28,9 @@ from tunnel.config import HostKeyPolicy, Profile, loose_write_permissions
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_channel_open, reply_for_os_error
 from tunnel.socks import Reply
+from tunnel.window import install as install_window_fix
+
+install_window_fix()  # asyncssh opens a paused channel's window too wide (tunnel/window.py)
 
 T = TypeVar("T")
 log = logging.getLogger("tunnel.ssh")

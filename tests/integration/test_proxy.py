@@ -379,3 +379,30 @@ def test_slowloris_and_a_client_gone_mid_transfer_cost_others_nothing(
     sock.close()
     results = [r["result"] for r in _wait_audit(proxy, 20 + 5)]
     assert results.count("handshake-timeout") == 20
+
+
+def test_a_slow_reader_costs_the_proxy_about_one_channel_window(
+        start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
+        ftp_site: FtpSite, tmp_path: Path) -> None:
+    """One client reads a 64 MiB download at 1 MB/s: the proxy may hold one channel window
+    (8 MiB, channel_window_mib) for it, not more. Before tunnel/window.py and the relay's
+    batch limit it grew 29-50 MiB: asyncssh reopened a paused channel's whole window while
+    a window's worth still waited in its buffer."""
+    from testbed.services.base import proc_status_kib
+
+    require("curl")
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts) + rule_toml("localhost", "tunnel"))
+    assert proxy.proc is not None
+    time.sleep(0.5)
+    before = proc_status_kib(proxy.proc.pid, "VmHWM")
+    reader = subprocess.Popen(["curl", "-sS", "--limit-rate", "1M", "--socks5-hostname",
+                               proxy.url, "-o", str(tmp_path / "slow.bin"),
+                               ftp_url("localhost", ftp_site, "big.bin")])
+    try:
+        time.sleep(8)  # many pauses and resumes: the 1 MB/s reader drains the buffers
+        grown_mib = (proc_status_kib(proxy.proc.pid, "VmHWM") - before) / 1024
+    finally:
+        reader.kill()
+        reader.wait()
+    assert (tmp_path / "slow.bin").stat().st_size > 4 * 1024 * 1024  # it did read
+    assert grown_mib < 8 + 6, f"the proxy grew {grown_mib:.1f} MiB for one slow reader"
