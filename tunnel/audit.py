@@ -62,6 +62,16 @@ class AuditLog:
             self._stream.flush()
             self.records += 1
 
+    def reopen(self) -> None:
+        """Open the file by its name again (logrotate has renamed the old one). Records
+        written meanwhile went to the old file, whole: the lock makes each line atomic."""
+        if not self._path:
+            return
+        fresh = open(self._path, "a", encoding="utf-8")  # noqa: SIM115 - held for the daemon's life
+        with self._lock:
+            old, self._stream = self._stream, fresh
+        old.close()
+
     def close(self) -> None:
         if self._path:
             self._stream.close()

@@ -7,6 +7,7 @@ import logging
 import signal
 
 from tunnel import config as config_mod
+from tunnel import notify
 from tunnel.audit import AuditLog
 from tunnel.config import Config, Profile
 from tunnel.context import Context
@@ -51,21 +52,30 @@ class ProxyServer:
         except OSError:  # a port in use: leave nothing behind, the socket file included
             await self._stop_listening()
             raise
+        notify.ready()  # systemd (Type=notify): listeners and control socket are up
 
     def stop(self) -> None:
+        notify.stopping()
         self._stopping.set()
 
     def reload(self) -> None:
         """New rules and profiles apply to new sessions; running sessions keep theirs.
-        A config that does not validate is refused and the old one stays."""
-        path = self.ctx.config.path
+        A config that does not validate is refused and the old one stays. The audit log is
+        reopened first, whatever the config: logrotate renames it and sends SIGHUP (through
+        `systemctl reload`), and records go on into the new file, none lost or doubled."""
+        notify.reloading()
         try:
-            self.ctx.config = config_mod.load(path)
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running config: %s", exc)
-            return
-        log.info("reloaded %s: %d profiles, %d rules", path, len(self.ctx.config.profiles),
-                 len(self.ctx.config.rules.rules))
+            self.ctx.audit.reopen()
+            path = self.ctx.config.path
+            try:
+                self.ctx.config = config_mod.load(path)
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running config: %s", exc)
+                return
+            log.info("reloaded %s: %d profiles, %d rules", path, len(self.ctx.config.profiles),
+                     len(self.ctx.config.rules.rules))
+        finally:
+            notify.ready()
 
     async def run(self) -> None:
         await self.start()

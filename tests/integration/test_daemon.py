@@ -267,3 +267,90 @@ def test_no_core_of_ours_holds_a_password(sshd: Sshd, keys: Path, known_hosts: P
     assert proxy.returncode == -signal.SIGSEGV
     assert cores == [], f"the daemon left a core: {cores}"
     assert password not in (proxy.stderr.read() if proxy.stderr else "")
+
+
+def test_sighup_reopens_the_audit_log_and_no_record_is_lost_or_doubled(
+        start_proxy: ProxyFactory, ftp_site: FtpSite) -> None:
+    """logrotate's way (rename, then SIGHUP through `systemctl reload`), with sessions
+    running all along: every session's record is in exactly one of the two files."""
+    import threading
+
+    require()
+    proxy = start_proxy(rule_toml("127.0.0.1", "direct"))
+    stop = threading.Event()
+    opened: list[int] = []
+
+    def clients() -> None:
+        while not stop.is_set():
+            code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+            read_until(sock, b"\r\n")
+            sock.close()
+            opened.append(code)
+
+    worker = threading.Thread(target=clients)
+    worker.start()
+    try:
+        wait_for(lambda: len(opened) >= 20, what="sessions before the rotation")
+        rotated = proxy.audit_path.with_suffix(".jsonl.1")
+        proxy.audit_path.rename(rotated)
+        proxy.signal(signal.SIGHUP)
+        wait_for(lambda: proxy.audit_path.exists() and len(opened) >= 60,
+                 what="sessions after the rotation")
+    finally:
+        stop.set()
+        worker.join()
+    wait_for(lambda: sum(1 for p in (rotated, proxy.audit_path)
+                         for line in p.read_text().splitlines() if line) >= len(opened),
+             what="every record written")
+    ids = [json.loads(line)["session"] for p in (rotated, proxy.audit_path)
+           for line in p.read_text().splitlines() if line]
+    records_old = len(rotated.read_text().splitlines())
+    assert records_old >= 20 and len(ids) - records_old >= 1  # both files hold records
+    assert len(ids) == len(set(ids))  # none twice
+    assert len(ids) >= len(opened) and all(code == 0 for code in opened)  # none lost
+
+
+def test_sd_notify_ready_reloading_and_stopping(tmp_path: Path, ftp_site: FtpSite) -> None:
+    """Type=notify without systemd: a datagram socket stands in for NOTIFY_SOCKET."""
+    import socket
+
+    require()
+    notify_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(15)
+    proxy = TunnelProxy(tmp_path / "proxy", rule_toml("127.0.0.1", "direct"))
+    proxy.env = {"NOTIFY_SOCKET": str(notify_path)}
+    proxy.start()
+    try:
+        said = listener.recv(4096).decode()
+        assert "READY=1" in said.splitlines()
+        # READY comes once the listener accepts: it was up before the message.
+        code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+        sock.close()
+        assert code == 0
+        proxy.signal(signal.SIGHUP)
+        reload_said = [listener.recv(4096).decode(), listener.recv(4096).decode()]
+        assert "RELOADING=1" in reload_said[0] and "MONOTONIC_USEC=" in reload_said[0]
+        assert "READY=1" in reload_said[1]
+        proxy.signal(signal.SIGTERM)
+        assert "STOPPING=1" in listener.recv(4096).decode()
+    finally:
+        assert proxy.stop() == 0
+        listener.close()
+
+
+def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
+    """`systemd-analyze verify` of contrib/ftp-ssh-tunnel.service (Type=notify), with its
+    ExecStart pointed at this checkout's `tunnel` (it checks that the binary exists)."""
+    require("systemd-analyze")
+    repo = Path(__file__).resolve().parents[2]
+    tunnel = shutil.which("tunnel", path=str(Path(sys.executable).parent))
+    assert tunnel is not None
+    unit = tmp_path / "ftp-ssh-tunnel.service"
+    text = (repo / "contrib" / "ftp-ssh-tunnel.service").read_text()
+    assert "Type=notify" in text
+    unit.write_text(text.replace("/usr/local/bin/tunnel", tunnel))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
