@@ -53,7 +53,7 @@ DEBIAN_MIRROR = os.environ.get("FTS_DEBIAN_MIRROR", "http://deb.debian.org/debia
 LABEL = "org.ftp-ssh-tunnel"                   # = "testbed" or "base"
 INPUTS_LABEL = "org.ftp-ssh-tunnel.inputs"     # = the content hash
 # Runtime dependencies inside containers beyond pyproject's `dependencies` (the proxy's):
-# the FTP server and the ftplib client's SOCKS support, taken from the test extra.
+# the FTP server and the ftplib client's SOCKS support, taken from the testbed extra.
 TEST_EXTRA_RUNTIME = ("pyftpdlib", "python-socks")
 PULL_TIMEOUT = 20.0
 
@@ -98,15 +98,15 @@ def _dist_name(requirement: str) -> str:
 
 
 def runtime_requirements(pyproject: str | None = None) -> list[str]:
-    """pyproject's `dependencies` plus pyftpdlib and python-socks from the test extra."""
+    """pyproject's `dependencies` plus pyftpdlib and python-socks from the testbed extra."""
     data = tomllib.loads(PYPROJECT.read_text() if pyproject is None else pyproject)
     project = data["project"]
     wanted = {_dist_name(n) for n in TEST_EXTRA_RUNTIME}
-    extra = [r for r in project.get("optional-dependencies", {}).get("test", [])
+    extra = [r for r in project.get("optional-dependencies", {}).get("testbed", [])
              if _dist_name(r) in wanted]
     missing = wanted - {_dist_name(r) for r in extra}
     if missing:
-        raise ImageError(f"{PYPROJECT}: the test extra lacks {', '.join(sorted(missing))}")
+        raise ImageError(f"{PYPROJECT}: the testbed extra lacks {', '.join(sorted(missing))}")
     return [*project.get("dependencies", []), *extra]
 
 

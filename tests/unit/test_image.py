@@ -65,12 +65,12 @@ def test_runtime_requirements_from_pyproject() -> None:
     assert names[0] == "asyncssh"
     assert set(names) == {"asyncssh", "pyftpdlib", "python-socks"}
     pyproject = ('[project]\nname="x"\ndependencies=["a>=1"]\n'
-                 '[project.optional-dependencies]\ntest=["pytest", "Python_Socks>=2", '
+                 '[project.optional-dependencies]\ntestbed=["scapy", "Python_Socks>=2", '
                  '"pyftpdlib"]\n')
     assert image.runtime_requirements(pyproject) == ["a>=1", "Python_Socks>=2", "pyftpdlib"]
     with pytest.raises(image.ImageError, match="python-socks"):
         image.runtime_requirements('[project]\nname="x"\ndependencies=[]\n'
-                                   '[project.optional-dependencies]\ntest=["pyftpdlib"]\n')
+                                   '[project.optional-dependencies]\ntestbed=["pyftpdlib"]\n')
 
 
 @pytest.mark.parametrize(("wheel", "fits"), [
