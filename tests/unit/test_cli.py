@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,12 @@ def test_serve_check_binds_and_exits(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert main(["serve", "--check", "-c", str(path)]) == 1
     assert "cannot serve" in capsys.readouterr().err
     assert not control.exists()  # the control socket, made before the listeners, is gone
+
+
+@pytest.mark.parametrize("example", sorted(
+    (Path(__file__).resolve().parents[2] / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_every_example_passes_tunnel_check(example: Path) -> None:
+    """One example per documented setup; each must validate as shipped."""
+    done = subprocess.run([sys.executable, "-m", "tunnel.cli", "check", "-c", str(example)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and ": OK (" in done.stdout, done.stdout + done.stderr
