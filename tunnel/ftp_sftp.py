@@ -49,6 +49,21 @@ DATA_TIMEOUT = 30.0  # for the client's data connection to arrive or to accept o
 LOST_STATUS = frozenset({FX_NO_CONNECTION, FX_CONNECTION_LOST})
 
 
+def _quiet_orphaned_reads(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncssh runs one SFTP read or write as parallel requests, each a task; when the
+    connection is lost, the first failure is raised to us and the others are never
+    retrieved, so asyncio logs each as an error with a traceback. Those are the same lost
+    connection, already told (421) and logged once: a debug line each, not a traceback.
+    Everything else goes to asyncio's own handler."""
+    future = context.get("future")
+    coroutine = future.get_coro() if isinstance(future, asyncio.Task) else None
+    if (getattr(coroutine, "__qualname__", "") == "_SFTPParallelIO._start_task"
+            and isinstance(context.get("exception"), asyncssh.Error | OSError | EOFError)):
+        log.debug("a parallel SFTP request also failed: %s", context.get("exception"))
+        return
+    loop.default_exception_handler(context)
+
+
 class _PassiveSlot:
     """A passive data port: reserved on loopback (so no other service gets the number while
     the expectation lives), announced, and waiting for the client's data connection."""
@@ -85,6 +100,9 @@ class FtpSftp:
             lf_files=profile.line_ending is LineEnding.LF)
         self.sftp: asyncssh.SFTPClient | None = None
         self.lease: Lease | None = None
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() is None:
+            loop.set_exception_handler(_quiet_orphaned_reads)
         self._file: asyncssh.SFTPClientFile | None = None
         self._passive: _PassiveSlot | None = None
         self._data: DataConnection | None = None
