@@ -71,6 +71,7 @@ class ProxyConfig:
     # FTP control connections opening at once to one FTP server, until its greeting; the rest
     # wait their turn (openings.py). vsftpd's listen queue holds 32.
     max_openings_per_server: int = 8
+    metrics: Listen | None = None  # Prometheus text format over HTTP; None = off
 
 
 @dataclass(frozen=True)
@@ -257,11 +258,11 @@ def _type_name(kind: type) -> str:
             list: "a list", dict: "a table"}.get(kind, kind.__name__)
 
 
-def _parse_listen(table: _Table, text: str) -> Listen:
+def _parse_listen(table: _Table, text: str, key: str = "listen") -> Listen:
     host, sep, port_text = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise table.error("listen", f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:1080, [::1]:1080)")
+        raise table.error(key, f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:1080, [::1]:1080)")
     return Listen(host, int(port_text))
 
 
@@ -307,6 +308,8 @@ def _parse_proxy(t: _Table) -> ProxyConfig:
         listen_backlog=_within(t, "listen_backlog", d.listen_backlog, 1, 65535),
         max_openings_per_server=_within(t, "max_openings_per_server",
                                         d.max_openings_per_server, 1, 1024),
+        metrics=(_parse_listen(t, metrics, "metrics") if (metrics := t.get("metrics", str, ""))
+                 else None),
     )
     if cfg.ftps != "refuse":
         raise t.error("ftps", f"{cfg.ftps!r}: only \"refuse\" is possible; a TLS control "

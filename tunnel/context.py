@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tunnel.audit import AuditLog, AuditRecord
 from tunnel.config import Config
@@ -20,6 +20,9 @@ from tunnel.datachannels import DataExpectations
 from tunnel.openings import Openings
 from tunnel.relay import Relay
 from tunnel.ssh import Lease, SSHPool
+
+if TYPE_CHECKING:  # prometheus_client is loaded only where metrics are on
+    from tunnel.metrics import Metrics
 
 
 class ByteCounts(Protocol):
@@ -91,6 +94,7 @@ class Context:
     # ftp-sftp temporary upload files that a lost SSH connection left behind, by
     # (SSH server, user): removed at that user's next login (ftp_sftp._sweep_leftovers).
     sftp_leftovers: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    metrics: Metrics | None = None  # `[proxy] metrics`
     next_id: int = 1
     started: float = field(default_factory=time.monotonic)
     bytes_up: int = 0  # of sessions that have ended (live ones are counted where they run)

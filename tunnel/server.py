@@ -38,6 +38,11 @@ class ProxyServer:
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                              (signal.SIGHUP, self.reload)):
             loop.add_signal_handler(sig, handler)
+        metrics_at = self.ctx.config.proxy.metrics
+        if metrics_at is not None:
+            from tunnel.metrics import Metrics  # prometheus_client only where metrics are on
+            self.ctx.metrics = Metrics(self.ctx)
+            self.ctx.metrics.serve(metrics_at.host, metrics_at.port)
         if self.ctx.config.proxy.control_socket:
             self._control = ControlServer(self.ctx, self.ctx.config.proxy.control_socket,
                                           self.reload)
@@ -71,7 +76,11 @@ class ProxyServer:
                 self.ctx.config = config_mod.load(path)
             except ConfigError as exc:
                 log.error("reload refused, keeping the running config: %s", exc)
+                if self.ctx.metrics is not None:
+                    self.ctx.metrics.reloaded(False)
                 return
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.reloaded(True)
             log.info("reloaded %s: %d profiles, %d rules", path, len(self.ctx.config.profiles),
                      len(self.ctx.config.rules.rules))
         finally:

@@ -414,6 +414,8 @@ class SocksSession(asyncio.Protocol):
         self.ctx.bytes_up += rec.bytes_up
         self.ctx.bytes_down += rec.bytes_down
         self.ctx.audit.write(rec)
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.session_ended(rec)
 
     def close(self) -> None:
         """Ask the session to end now (drain timeout, `ctl close`)."""

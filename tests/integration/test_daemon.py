@@ -354,3 +354,52 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_metrics_agree_with_ctl_status_and_the_audit(
+        start_proxy: ProxyFactory, ftp_site: FtpSite, tmp_path: Path) -> None:
+    """Prometheus text at `[proxy] metrics`: live figures read where `tunnel ctl status`
+    reads them, ended sessions counted from their audit records; no secret in any label."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    require()
+    port = free_port()
+    sock_path = tmp_path / "ctl" / "tunnel.sock"
+    proxy = start_proxy(rule_toml("127.0.0.1", "direct") + rule_toml("*", "reject"),
+                        proxy_extra=f'control_socket = "{sock_path}"\n'
+                                    f'metrics = "127.0.0.1:{port}"')
+    for _ in range(3):  # three ended sessions, one refused
+        code, sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+        read_until(sock, b"\r\n")
+        sock.close()
+    code, sock = socks5_connect((proxy.host, proxy.port), "10.255.0.1", 21)
+    sock.close()
+    assert code == 0x02
+    _, live_sock = socks5_connect((proxy.host, proxy.port), "127.0.0.1", ftp_site.port)
+    read_until(live_sock, b"\r\n")  # one still open
+    _wait_audit(proxy, 4)
+    proxy.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded" in proxy.log(), what="reload")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    status = json.loads(ctl(proxy, "status").stdout)
+    records = proxy.audit()  # before the live session ends and writes its own
+    live_sock.close()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert value("tunnel_sessions_open") == status["sessions"] == 1
+    assert value("tunnel_ssh_connections_open") == status["ssh_connections"]
+    assert value("tunnel_bytes_moved_total", direction="down") == status["bytes_down"]
+    assert value("tunnel_bytes_moved_total", direction="up") == status["bytes_up"]
+    ended = sum(v for (name, _), v in samples.items() if name == "tunnel_sessions_total")
+    assert ended == len(records) >= 4  # every record, the readiness probe's too
+    assert value("tunnel_sessions_total", rule="rule#2", action="reject",
+                 result="rejected") == 1
+    assert value("tunnel_config_reloads_total", result="ok") == 1
+    labels = {v for (_, pairs) in samples for _, v in pairs}
+    assert not any("pw" in label or "secret" in label for label in labels)

@@ -63,7 +63,7 @@ def test_bash_array_parse_allows_comments_and_lines() -> None:
 def test_runtime_requirements_from_pyproject() -> None:
     names = [image._dist_name(r) for r in image.runtime_requirements()]
     assert names[0] == "asyncssh"
-    assert set(names) == {"asyncssh", "pyftpdlib", "python-socks"}
+    assert set(names) == {"asyncssh", "prometheus-client", "pyftpdlib", "python-socks"}
     pyproject = ('[project]\nname="x"\ndependencies=["a>=1"]\n'
                  '[project.optional-dependencies]\ntestbed=["scapy", "Python_Socks>=2", '
                  '"pyftpdlib"]\n')
