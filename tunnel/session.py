@@ -63,7 +63,7 @@ class SocksSession(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        sock = transport.get_extra_info("socket")
+        sock = self.client_socket()
         if sock is not None:
             # An urgent byte stays in the stream (RFC 959 §4.1.3: FTP clients send ABOR as
             # TCP urgent data; ftplib's last "\n" of "ABOR\r\n" is the urgent byte, which

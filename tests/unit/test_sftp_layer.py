@@ -22,6 +22,15 @@ def layer_for(fake: FakeSftp) -> SftpLayer:
     return layer
 
 
+def run_until(layer: SftpLayer, fake: FakeSftp, out: list[L.Action],
+              kind: type) -> list[L.Action]:
+    """Carry out operations until the layer asks for one of `kind`, left outstanding (so a
+    test can send ABOR meanwhile, or answer it itself)."""
+    while not isinstance(out[-1], kind):
+        out = layer.result(fake.carry_out(out[-1]))  # type: ignore[arg-type]
+    return out
+
+
 def send(layer: SftpLayer, fake: FakeSftp, line: str) -> list[L.Action]:
     return run(layer, fake, layer.client_data(line.encode() + b"\r\n"))
 
@@ -94,8 +103,7 @@ def test_abor_mid_stor_is_426_then_226_and_keeps_the_old_file() -> None:
     layer = layer_for(fake)
     send(layer, fake, "PASV")
     out = layer.client_data(b"STOR report.csv\r\n")
-    while not isinstance(out[-1], L.Upload):  # up to the transfer, which now runs
-        out = layer.result(fake.carry_out(out[-1]))  # type: ignore[arg-type]
+    out = run_until(layer, fake, out, L.Upload)  # up to the transfer, which now runs
     assert layer.client_data(b"ABOR\r\n") == [L.AbortData()]
     out = run(layer, fake, layer.result(L.Ok(L.Transferred(L.Ending.ABORTED, 5))))
     assert [r[:3] for r in replies(out)] == ["426", "226"]
@@ -108,8 +116,7 @@ def test_abor_while_waiting_for_the_data_connection_ends_that_wait() -> None:
     send(layer, fake, "PASV")
     out = layer.client_data(b"RETR x\r\n")
     fake.files["/home/u/x"] = File(b"x")
-    while not isinstance(out[-1], L.OpenData):
-        out = layer.result(fake.carry_out(out[-1]))  # type: ignore[arg-type]
+    out = run_until(layer, fake, out, L.OpenData)
     assert layer.client_data(b"ABOR\r\n") == [L.AbortData()]
     out = run(layer, fake, layer.result(L.Ok(L.Transferred(L.Ending.ABORTED))))
     assert L.CloseFile() in out and [r[:3] for r in replies(out)] == ["426", "226"]
@@ -149,8 +156,7 @@ def test_sftp_failure_after_data_flowed_is_451_and_removes_the_temporary_file() 
     layer = layer_for(fake)
     send(layer, fake, "PASV")
     out = layer.client_data(b"STOR new.bin\r\n")
-    while not isinstance(out[-1], L.Upload):
-        out = layer.result(fake.carry_out(out[-1]))  # type: ignore[arg-type]
+    out = run_until(layer, fake, out, L.Upload)
     out = run(layer, fake, layer.result(L.Refused(14, "disk full")))  # SSH_FX_NO_SPACE
     assert replies(out)[-1].startswith("451 ")
     assert fake.files == {}
@@ -273,8 +279,7 @@ def test_a_client_that_leaves_mid_stor_hands_its_temporary_file_to_the_glue() ->
     layer = layer_for(fake)
     send(layer, fake, "PASV")
     out = layer.client_data(b"STOR report.csv\r\n")
-    while not isinstance(out[-1], L.Upload):
-        out = layer.result(fake.carry_out(out[-1]))  # type: ignore[arg-type]
+    out = run_until(layer, fake, out, L.Upload)
     assert layer.abandon() == "/home/u/.report.csv.part-t0k3n"
     assert layer.closed and layer.result(L.Ok(L.Transferred(L.Ending.RESET))) == []
     assert layer.abandon() is None  # once
