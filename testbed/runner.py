@@ -7,6 +7,7 @@ import dataclasses
 import fnmatch
 import getpass
 import hashlib
+import json
 import os
 import pwd
 import re
@@ -29,7 +30,7 @@ from testbed.backends.netns import NetnsBackend
 from testbed.capture import Capture, LinkCapture, Verdict
 from testbed.clients import drivers
 from testbed.clients.gate import StartGate
-from testbed.proxy import TunnelProxy
+from testbed.proxy import TunnelProxy, tunnel_argv
 from testbed.scenario import Check, Scenario, Step
 from testbed.services.base import Service, proc_status_kib, wait_listening
 from testbed.services.proftpd import Proftpd
@@ -41,6 +42,13 @@ from testbed.users import ensure_user
 
 SOCKS_PORT = 1080
 REPO = Path(__file__).resolve().parents[1]
+# The [proxy] keys a transparent scenario adds to its proxy's config: local mode listens on
+# loopback (the output hook redirects there); gateway mode where routed connections arrive,
+# and takes clients of other hosts.
+TRANSPARENT_PROXY_KEYS = {
+    "local": 'transparent = ["127.0.0.1:1081"]',
+    "gateway": 'transparent = ["0.0.0.0:1081"]\nallow_relay = true',
+}
 
 
 @dataclass
@@ -298,7 +306,10 @@ class ScenarioRun:
                 values["ftp_port"] = str(self._ftp_port())
             body = proxy.config.format(**values)
             tunnel = TunnelProxy(self.out / "tunnel", body, port=SOCKS_PORT,
-                                 host=self.backend.socks_host(proxy.host), prefix=prefix)
+                                 host=self.backend.socks_host(proxy.host), prefix=prefix,
+                                 proxy_extra=TRANSPARENT_PROXY_KEYS.get(proxy.transparent, ""))
+            if proxy.transparent:
+                self._load_capture(tunnel)
             self.services.append(tunnel.start())
             self.by_kind["tunnel"] = tunnel
             return
@@ -314,6 +325,25 @@ class ScenarioRun:
         log.close()
         self.extra.append(proc)
         wait_listening(prefix, SOCKS_PORT, 15, lambda: proc.poll() is None)
+
+    def _load_capture(self, tunnel: TunnelProxy) -> None:
+        """The nftables ruleset of `tunnel nft`, from the proxy's own config, loaded on the
+        proxy's host before it starts: the product's setup, step by step as a user runs it.
+        In gateway mode it captures what arrives from the clients' link."""
+        proxy = self.scenario.proxy
+        argv = [*tunnel_argv(), "nft", "-c", str(tunnel.config_path)]
+        if proxy.transparent == "gateway":
+            link = next(link for link in self.scenario.topology.links_of(proxy.host)
+                        if "client" in link.hosts)
+            iface = cast(LinkBackend, self.backend).iface(proxy.host, link.name)
+            argv += ["--gateway", iface]
+        made = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if made.returncode != 0:
+            raise RuntimeError(f"tunnel nft failed: {made.stderr.strip()}")
+        (self.out / "transparent.nft").write_text(made.stdout)
+        loaded = self.backend.run(proxy.host, ["nft", "-f", "-"], input=made.stdout)
+        if loaded.returncode != 0:
+            raise RuntimeError(f"nft -f refused the ruleset: {loaded.stderr.strip()}")
 
     def _step(self, index: int, step: Step) -> list[Outcome]:
         """The step's transfer verdict, then its ends_within and said verdicts if it has
@@ -352,7 +382,7 @@ class ScenarioRun:
         return said(transcripts, step.said, step.client)
 
     def _step_transfer(self, index: int, step: Step) -> list[Outcome]:
-        proxied = self.scenario.proxy.kind != "none"
+        proxied = self.scenario.proxy.socks
         label = f"{step.client} {step.mode}" + (f" x{step.parallel}" if step.parallel > 1 else "")
         reason = drivers.not_applicable(step.client, step.mode, proxied)
         if reason:
@@ -421,8 +451,8 @@ class ScenarioRun:
     def _transfer(self, index: int, n: int, step: Step, gate: StartGate | None) -> list[str]:
         """One client's run of the step's operations, judged by evidence on both sides, not
         by exit codes (tnftp exits 0 on failure)."""
-        proxied = self.scenario.proxy.kind != "none"
-        client_host = self.scenario.proxy.host if proxied else "client"
+        proxied = self.scenario.proxy.socks
+        client_host = self.scenario.proxy.client_host
         user, password = self.users[n % len(self.users)]
         suffix = f"-{n}" if step.parallel > 1 else ""
         remote = f"payload{suffix}.bin"
@@ -616,7 +646,7 @@ class ScenarioRun:
         elif check.verdict == "cleartext":
             verdict = capture.cleartext(by_link[check.link], self.needles.all())
         elif check.verdict == "no_bypass":
-            client = self.scenario.proxy.host if self.scenario.proxy.kind != "none" else "client"
+            client = self.scenario.proxy.client_host
             ftp_host = next(s.host for s in self.scenario.services if s.kind != "sshd")
             if check.between:
                 client, ftp_host = check.between
@@ -637,10 +667,14 @@ class ScenarioRun:
                        else f"no SYN dropped at listeners on {host} ({kind})")
 
     def _log_check(self, check: Check) -> Verdict:
-        service = self.by_kind.get(check.service)
+        service = self.by_kind.get(check.service.removesuffix("-audit"))
         if service is None:
             return Verdict("log", check.service, False, "no such service in this scenario")
-        seen = getattr(service, "commands_seen", service.log)()
+        if check.service == "tunnel-audit":
+            seen = "\n".join(json.dumps(r, separators=(",", ":"))
+                              for r in cast(TunnelProxy, service).audit())
+        else:
+            seen = getattr(service, "commands_seen", service.log)()
         if not seen:
             return Verdict("log", check.service, False, "the log is empty (nothing to judge)")
         missing = [p for p in check.present

@@ -30,6 +30,8 @@ CHECKS = ("encrypted", "cleartext", "no_bypass", "only_ssh", "integrity", "log",
 # What a `file` check wants under its name: the `[[file]]` placed there, byte for byte and
 # mode for mode; the payload the steps move; or no file at all.
 HOLDS = ("placed", "payload", "nothing")
+# What a `log` check may read of the proxy: its log, or its audit records (JSON lines).
+PROXY_LOGS = ("tunnel", "tunnel-audit")
 SERVICE_FAULT = re.compile(r"(stop|start|restart|kill-sessions) ([a-z-]+)")
 LINK_FAULT = re.compile(r"(down|up) ([\w-]+)|loss ([\w-]+) (\d+(?:\.\d+)?)%")
 SLEEP_FAULT = re.compile(r"sleep (\d+(?:\.\d+)?)")
@@ -61,6 +63,22 @@ class Proxy:
     host: str = "client"
     ssh: str = "ssh"  # for ssh-D: the host running sshd
     config: str = ""  # for tunnel: profiles and rules, with {placeholders}
+    # tunnel: "" (clients use SOCKS), "local" (clients on the proxy's host, no SOCKS, the
+    # kernel redirects them) or "gateway" (clients on the host "client", routed through
+    # the proxy's host, which redirects them); `tunnel nft` writes the ruleset either way.
+    transparent: str = ""
+
+    @property
+    def socks(self) -> bool:
+        """Whether the clients are told to use a SOCKS proxy."""
+        return self.kind != "none" and not self.transparent
+
+    @property
+    def client_host(self) -> str:
+        """Where the FTP clients run."""
+        if self.kind == "none" or self.transparent == "gateway":
+            return "client"
+        return self.host
 
 
 @dataclass(frozen=True)
@@ -217,9 +235,16 @@ def load(path: Path) -> Scenario:
     proxy_data = data.get("proxy", {})
     proxy = Proxy(_choice(path, "proxy.kind", proxy_data.get("kind", "none"), PROXY_KINDS),
                   proxy_data.get("host", "client"), proxy_data.get("ssh", "ssh"),
-                  proxy_data.get("config", ""))
+                  proxy_data.get("config", ""),
+                  _choice(path, "proxy.transparent", proxy_data.get("transparent", ""),
+                          ("", "local", "gateway")))
     if proxy.kind != "none" and proxy.host not in topology.hosts:
         raise ScenarioError(path, "proxy.host", f"no host {proxy.host!r}")
+    if proxy.transparent and proxy.kind != "tunnel":
+        raise ScenarioError(path, "proxy.transparent", "only the tunnel proxy has it")
+    if proxy.transparent == "gateway" and proxy.host == "client":
+        raise ScenarioError(path, "proxy.host", "gateway mode: the proxy runs on the gateway "
+                            "host, the clients on \"client\"")
     steps = []
     for i, spec in enumerate(data.get("step", []), start=1):
         ops = tuple(spec.get("ops", DEFAULT_OPS))
@@ -293,9 +318,10 @@ def load(path: Path) -> Scenario:
                 s.kind for s in services}:
             raise ScenarioError(path, f"check[{i}].service",
                                 f"{check.service!r} is not a service of this scenario")
-        if check.verdict == "log" and check.service not in (*SERVICE_KINDS, "tunnel"):
+        if check.verdict == "log" and check.service not in (*SERVICE_KINDS, *PROXY_LOGS):
             raise ScenarioError(path, f"check[{i}].service",
-                                f"{check.service!r} is not a service kind or 'tunnel'")
+                                f"{check.service!r} is not a service kind or one of "
+                                f"{', '.join(PROXY_LOGS)}")
         if check.verdict in ("encrypted", "cleartext", "only_ssh", "lost"):
             try:
                 topology.link(check.link)

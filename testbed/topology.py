@@ -5,7 +5,7 @@ Addresses are planned automatically: link number i (from 1, in file order) is th
 with `forward = true` routes between its links, and every other host gets a route through
 it to the subnets it cannot reach directly (one hop is all our topologies need). Without a
 forwarding host, a host reaches only its own links: the client sees only what the topology
-says it may see.
+says it may see. A host with `gateway = "<neighbour>"` gets a default route through it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ class TopologyError(ValueError):
 class Host:
     name: str
     forward: bool = False
+    # A neighbour to send everything else to (a default route), as a host behind a
+    # gateway is configured: with nothing but its default route.
+    gateway: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ class Topology:
                     if far.subnet not in direct:
                         direct.add(far.subnet)
                         routes.append((far.subnet, str(self.addresses[(neighbour, link.name)])))
+        gateway = self.hosts[host].gateway
+        if gateway:
+            shared = next(link for link in self.links_of(host) if gateway in link.hosts)
+            routes.append((ipaddress.IPv4Network("0.0.0.0/0"),
+                           str(self.addresses[(gateway, shared.name)])))
         return routes
 
     def hosts_file(self) -> str:
@@ -95,7 +103,8 @@ def build(hosts: Sequence[Mapping[str, Any]], links: Sequence[Mapping[str, Any]]
             raise TopologyError(f"host name {name!r}: letters, digits, _; at most 20")
         if name in host_map:
             raise TopologyError(f"host {name!r} defined twice")
-        host_map[name] = Host(name, bool(spec.get("forward", False)))
+        host_map[name] = Host(name, bool(spec.get("forward", False)),
+                              str(spec.get("gateway", "")))
     topo = Topology(host_map, [])
     for index, spec in enumerate(links, start=1):
         ends = tuple(spec.get("hosts", ()))
@@ -109,7 +118,11 @@ def build(hosts: Sequence[Mapping[str, Any]], links: Sequence[Mapping[str, Any]]
             topo.addresses[(host, link.name)] = subnet.network_address + position
             if subnet6 is not None:
                 topo.addresses6[(host, link.name)] = subnet6.network_address + position
-    for name in host_map:
+    for name, spec_host in host_map.items():
         if not topo.links_of(name):
             raise TopologyError(f"host {name!r} is on no link")
+        gateway = spec_host.gateway
+        if gateway and not any(gateway in link.hosts for link in topo.links_of(name)):
+            raise TopologyError(f"host {name!r}: gateway {gateway!r} is not a neighbour "
+                                "on one of its links")
     return topo

@@ -16,7 +16,7 @@ class AuditRecord:
     session: int
     client: str
     started: float = field(default_factory=time.time)
-    version: int | None = None  # SOCKS version
+    version: int | str | None = None  # SOCKS version (4 or 5), or "transparent"
     dst: str = ""
     port: int = 0
     rule: str | None = None

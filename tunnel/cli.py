@@ -1,4 +1,4 @@
-"""The `tunnel` command: serve, check, explain."""
+"""The `tunnel` command: serve, check, explain, nft, ctl, import-tectia."""
 
 from __future__ import annotations
 
@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("destination", help="HOST:PORT")
     explain.add_argument("--no-resolve", action="store_true",
                          help="do not resolve a host name to match IP rules")
+    nft = sub.add_parser("nft", help="print the nftables ruleset for the config's "
+                         "transparent listeners (load it with: | nft -f -)")
+    nft.add_argument("-c", "--config", required=True)
+    nft.add_argument("--gateway", metavar="IFACE", default="",
+                     help="capture connections routed in through IFACE (clients on other "
+                          "hosts) instead of this host's own")
+    nft.add_argument("--delete", action="store_true", help="print the removal instead")
     ctl = sub.add_parser("ctl", help="talk to a running daemon (proxy.control_socket)")
     ctl.add_argument("-c", "--config", required=True)
     ctl.add_argument("cmd", choices=["status", "list", "close", "reload"])
@@ -58,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "explain":
         return _explain(cfg, args.destination, resolve=not args.no_resolve)
+    if args.command == "nft":
+        return _nft(cfg, args.gateway, args.delete)
     if args.command == "ctl":
         return _ctl(cfg, args.cmd, args.arg)
     return _serve(cfg, args.verbose, args.check)
@@ -138,6 +147,23 @@ def _ctl(cfg: Config, cmd: str, arg: str | None) -> int:
     return 0 if answer.get("ok") else 1
 
 
+def _nft(cfg: Config, gateway: str, delete: bool) -> int:
+    from tunnel import nft
+
+    if delete:
+        sys.stdout.write(nft.delete_script())
+        return 0
+    try:
+        plan = nft.plan(cfg, gateway)
+    except nft.NftConfigError as exc:
+        print(f"tunnel nft: {cfg.path}: {exc}", file=sys.stderr)
+        return 2
+    for warning in plan.warnings:
+        print(f"tunnel nft: warning: {warning}", file=sys.stderr)
+    sys.stdout.write(nft.script(plan, cfg.path))
+    return 0
+
+
 def _split_destination(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
@@ -199,6 +225,15 @@ def _explain(cfg: Config, destination: str, resolve: bool) -> int:
             lines.append(f"last hop: CLEAR from {ssh_host} to {host}:{port}")
         if decision.fallback_to_plain:
             lines.append("fallback: connects directly, unencrypted, if SSH fails")
+    if cfg.proxy.transparent:
+        from tunnel import nft
+        for gateway in ("", "IFACE"):
+            try:
+                plan = nft.plan(cfg, gateway)
+            except nft.NftConfigError:
+                continue  # that mode is not set up in this config
+            mode = "gateway" if gateway else "local"
+            lines.append(f"{nft.captured_by(plan, host, port)} ({mode} mode)")
     print("\n".join(lines))
     return 0
 

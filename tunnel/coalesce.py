@@ -26,6 +26,8 @@ from typing import Any, cast
 
 import asyncssh
 
+from tunnel import outgoing
+
 # The corkable transport under each SSH connection that has one (direct TCP connections).
 _CORKABLE: weakref.WeakKeyDictionary[object, CorkableTransport] = weakref.WeakKeyDictionary()
 
@@ -145,7 +147,7 @@ class DirectConnector:
     async def create_connection(self, session_factory: Any, remote_host: str,
                                 remote_port: int) -> tuple[asyncio.BaseTransport, Any]:
         conn = session_factory()
-        transport, _ = await asyncio.get_running_loop().create_connection(
+        transport, _ = await outgoing.create_connection(
             lambda: _Handover(conn), remote_host, remote_port)
         return transport, conn
 

@@ -72,6 +72,12 @@ class ProxyConfig:
     # wait their turn (openings.py). vsftpd's listen queue holds 32.
     max_openings_per_server: int = 8
     metrics: Listen | None = None  # Prometheus text format over HTTP; None = off
+    # Listeners for connections the kernel redirected (nftables; `tunnel nft`): their real
+    # destination is SO_ORIGINAL_DST. None by default.
+    transparent: tuple[Listen, ...] = ()
+    # With transparent listeners, every socket the daemon opens carries this mark, and the
+    # nftables ruleset lets marked connections pass: the proxy never captures itself.
+    socket_mark: int = 0x1080
 
 
 @dataclass(frozen=True)
@@ -310,7 +316,14 @@ def _parse_proxy(t: _Table) -> ProxyConfig:
                                         d.max_openings_per_server, 1, 1024),
         metrics=(_parse_listen(t, metrics, "metrics") if (metrics := t.get("metrics", str, ""))
                  else None),
+        transparent=tuple(_parse_listen(t, s, "transparent")
+                          for s in t.get_str_list("transparent", ())),
+        socket_mark=_within(t, "socket_mark", d.socket_mark, 1, 0xFFFFFFFF),
     )
+    clash = {str(x) for x in cfg.transparent} & {str(x) for x in cfg.listen}
+    if clash:
+        raise t.error("transparent", f"{sorted(clash)} is also a SOCKS listener: a "
+                      "transparent listener needs an address and port of its own")
     if cfg.ftps != "refuse":
         raise t.error("ftps", f"{cfg.ftps!r}: only \"refuse\" is possible; a TLS control "
                       "channel would hide the data ports the proxy must carry")

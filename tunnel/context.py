@@ -23,6 +23,7 @@ from tunnel.ssh import Lease, SSHPool
 
 if TYPE_CHECKING:  # prometheus_client is loaded only where metrics are on
     from tunnel.metrics import Metrics
+    from tunnel.nftset import DataCapture
 
 
 class ByteCounts(Protocol):
@@ -61,6 +62,10 @@ class HandlerSession(Protocol):
         """The client's socket, to look at (a peek), never to read or write."""
     def end(self, result: str, error: str = "") -> None:
         """End the session with its one audit record."""
+    def expect_data(self, owner: DataOwner, hosts: set[str], port: int,
+                    target_host: str) -> bool:
+        """Expect the passive data connection a 227/229 announces (datachannels). False
+        if it could not be arranged: the port must then not be announced."""
 
 
 class BindSession(Protocol):
@@ -95,6 +100,7 @@ class Context:
     # (SSH server, user): removed at that user's next login (ftp_sftp._sweep_leftovers).
     sftp_leftovers: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     metrics: Metrics | None = None  # `[proxy] metrics`
+    capture: DataCapture | None = None  # with `[proxy] transparent` listeners
     next_id: int = 1
     started: float = field(default_factory=time.monotonic)
     bytes_up: int = 0  # of sessions that have ended (live ones are counted where they run)

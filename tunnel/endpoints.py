@@ -12,6 +12,7 @@ from typing import cast
 
 import asyncssh
 
+from tunnel import outgoing
 from tunnel.addresses import is_loopback
 from tunnel.coalesce import CorkedChannel
 from tunnel.errors import UpstreamError
@@ -69,10 +70,9 @@ async def connect_tcp(relay: Relay, side: Side, host: str, port: int, timeout: f
                       what: str) -> asyncio.Transport:
     """A direct TCP connection feeding `side` of the relay. Failures become UpstreamError
     with the SOCKS reply for them (failures.py); `what` names the connection in the text."""
-    loop = asyncio.get_running_loop()
     try:
         transport, _ = await asyncio.wait_for(
-            loop.create_connection(lambda: TCPEnd(relay, side), host, port), timeout)
+            outgoing.create_connection(lambda: TCPEnd(relay, side), host, port), timeout)
     except (OSError, TimeoutError) as exc:
         raise UpstreamError(f"{what} to {host}:{port} failed: {exc or 'timed out'}",
                             reply_for_os_error(exc)) from None
@@ -81,16 +81,24 @@ async def connect_tcp(relay: Relay, side: Side, host: str, port: int, timeout: f
 
 def is_own_address_of(peer: str, host: str) -> bool:
     """RFC 2577: an active-mode (PORT/EPRT) address must be the client's own. A client on
-    this host (loopback) may name any address of this host, as curl's `-P <iface address>`
-    does; a remote client (allow_relay) only its own address."""
+    this host may name any address of this host, as curl's `-P <iface address>` does; a
+    remote client (allow_relay) only its own address."""
     if host == peer:
         return True
-    if not is_loopback(peer):
-        return False
+    return is_local_client(peer) and owned_by_this_host(host)
+
+
+def is_local_client(peer: str) -> bool:
+    """A client on this host: loopback, or (a connection the kernel redirected here, whose
+    source stays the address the client's route chose) an address this host owns."""
+    return is_loopback(peer) or owned_by_this_host(peer)
+
+
+def owned_by_this_host(host: str) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind((host, 0))  # succeeds only for an address this host owns
+            probe.bind((host.strip("[]"), 0))  # succeeds only for an address this host owns
     except OSError:
         return False
     return True

@@ -20,11 +20,11 @@ import asyncio
 import logging
 import os
 import socket
-import time
 from typing import Any, cast
 
 import asyncssh
 
+from tunnel import outgoing
 from tunnel import sftp_ops as ops
 from tunnel.config import LineEnding, Profile
 from tunnel.context import HandlerSession
@@ -366,8 +366,9 @@ class FtpSftp:
         slot = self._passive = _PassiveSlot()
         announced = self.request.host
         hosts = {self.request.host, announced, "127.0.0.1"}
-        self.session.ctx.expectations.add(self, self.session.client_ip, hosts, slot.port,
-                                          "127.0.0.1", time.monotonic())
+        if not self.session.expect_data(self, hosts, slot.port, "127.0.0.1"):
+            # Lost: 421, the session ends, and the port is never announced in clear.
+            raise ConnectionAbortedError("the data connection could not be captured")
         return slot.port
 
     def _drop_passive(self) -> None:
@@ -394,10 +395,9 @@ class FtpSftp:
         self._aborting = False
         if active is not None:
             self._drop_passive()
-            loop = asyncio.get_running_loop()
             try:
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(DataConnection, *active), DATA_TIMEOUT)
+                    outgoing.create_connection(DataConnection, *active), DATA_TIMEOUT)
             except (OSError, TimeoutError) as exc:
                 return ops.Transferred(ops.Ending.UNAVAILABLE,
                                          detail=str(exc) or "timed out")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from typing import cast
 
 import asyncssh
 
+from tunnel import outgoing
 from tunnel.config import Profile
 from tunnel.context import BindSession, HandlerSession
 from tunnel.endpoints import SSHEnd, connect_tcp, is_own_address_of
@@ -291,9 +291,12 @@ class FtpTunnel:
                 hosts = {self.request.host, action.target_host}
                 if action.announced:
                     hosts.add(action.announced)
-                self.session.ctx.expectations.add(self, self.session.client_ip, hosts,
-                                                  action.port, action.target_host,
-                                                  time.monotonic())
+                if not self.session.expect_data(self, hosts, action.port, action.target_host):
+                    # The 227/229 is not passed on: the client would connect in clear.
+                    self.session.write(b"421 The proxy could not arrange this data "
+                                       b"connection; closing.\r\n")
+                    self.close("data connection capture failed")
+                    return
                 self._prepare_data(action.target_host, action.port)
             elif isinstance(action, OpenUpstream):
                 self.user = action.user
@@ -358,9 +361,8 @@ class FtpTunnel:
         log.warning("ftp session %d: SSH failed (%s); fallback_to_plain: connecting directly",
                     self.session.id, failure)
         rec.action, rec.last_hop, rec.ssh_server = "direct-fallback", "direct", ""
-        loop = asyncio.get_running_loop()
         try:
-            await loop.create_connection(lambda: _ControlToServer(self), self.request.host,
-                                         self.request.port)
+            await outgoing.create_connection(lambda: _ControlToServer(self), self.request.host,
+                                             self.request.port)
         except OSError as exc:
             raise UpstreamError(f"direct connect failed: {exc}", reply_for_os_error(exc)) from None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 from tunnel import config as config_mod
-from tunnel import notify
+from tunnel import notify, outgoing
 from tunnel.audit import AuditLog
-from tunnel.config import Config, Profile
+from tunnel.config import Config, Listen, Profile
 from tunnel.context import Context
 from tunnel.control import ControlServer
 from tunnel.errors import ConfigError
@@ -47,17 +48,50 @@ class ProxyServer:
             self._control = ControlServer(self.ctx, self.ctx.config.proxy.control_socket,
                                           self.reload)
             await self._control.start()
+        proxy = self.ctx.config.proxy
+        if proxy.transparent:
+            self._prepare_transparent()
         try:
-            for listen in self.ctx.config.proxy.listen:
-                server = await loop.create_server(lambda: SocksSession(self.ctx), listen.host,
-                                                  listen.port, reuse_address=True,
-                                                  backlog=self.ctx.config.proxy.listen_backlog)
-                self._servers.append(server)
-                log.info("listening on %s", listen)
+            for listen in proxy.listen:
+                await self._listen(listen, lambda: SocksSession(self.ctx), "SOCKS")
+            for listen in proxy.transparent:
+                from tunnel.transparent import TransparentSession
+                await self._listen(listen, lambda: TransparentSession(self.ctx), "transparent")
         except OSError:  # a port in use: leave nothing behind, the socket file included
             await self._stop_listening()
             raise
         notify.ready()  # systemd (Type=notify): listeners and control socket are up
+
+    async def _listen(self, listen: Listen, factory: Callable[[], asyncio.Protocol],
+                      kind: str) -> None:
+        server = await asyncio.get_running_loop().create_server(
+            factory, listen.host, listen.port, reuse_address=True,
+            backlog=self.ctx.config.proxy.listen_backlog)
+        self._servers.append(server)
+        log.info("listening on %s (%s)", listen, kind)
+
+    def _prepare_transparent(self) -> None:
+        """Mark the daemon's own connections (outgoing.py) and open the data-connection
+        sets (nftset.py). Both need CAP_NET_ADMIN: without it the daemon does not start,
+        rather than capture itself or let data connections out in clear."""
+        from tunnel.nftset import DataCapture, NftError
+        try:
+            outgoing.use_mark(self.ctx.config.proxy.socket_mark)
+        except PermissionError:
+            raise ConfigError(self.ctx.config.path, "proxy.transparent",
+                              "transparent listeners need CAP_NET_ADMIN, to mark the "
+                              "proxy's own connections (SO_MARK) and fill the nftables "
+                              "data-connection sets") from None
+        try:
+            self.ctx.capture = DataCapture()
+        except NftError as exc:
+            raise ConfigError(self.ctx.config.path, "proxy.transparent", str(exc)) from None
+        problem = self.ctx.capture.check()
+        if problem:
+            log.warning("transparent: the nftables table is not loaded (%s): load it with "
+                        "`tunnel nft -c %s | nft -f -`; until then passive transfers of "
+                        "transparent sessions are refused (421)", problem,
+                        self.ctx.config.path)
 
     def stop(self) -> None:
         notify.stopping()

@@ -14,11 +14,11 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from tunnel.addresses import is_ip, is_loopback
+from tunnel.addresses import is_ip
 from tunnel.audit import AuditRecord
 from tunnel.context import ByteCounts, Context, DataOwner
 from tunnel.datachannels import Expected
-from tunnel.endpoints import SSHEnd, connect_tcp
+from tunnel.endpoints import SSHEnd, connect_tcp, is_local_client
 from tunnel.errors import RemoteProtocolError, UpstreamError
 from tunnel.ftp_tunnel import FtpTunnel
 from tunnel.relay import Relay, Side
@@ -72,7 +72,7 @@ class SocksSession(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("?", 0)
         self.record.client = f"{peer[0]}:{peer[1]}"
         self.ctx.sessions[self.id] = self
-        if not self.config.proxy.allow_relay and not is_loopback(str(peer[0])):
+        if not self.config.proxy.allow_relay and not is_local_client(str(peer[0])):
             log.warning("session %d: refused client %s: not on this host and "
                         "proxy.allow_relay = false", self.id, self.record.client)
             self.end("refused-relay", error="client not on loopback; allow_relay = false")
@@ -133,8 +133,8 @@ class SocksSession(asyncio.Protocol):
                     self.credentials = event.credentials
                     self.transport.write(self.codec.send_auth_result(True))
                 elif isinstance(event, Request):
-                    self.transport.pause_reading()
-                    self._task = asyncio.get_running_loop().create_task(self._serve(event))
+                    self.record.version = event.version
+                    self._begin(event)
                     return
                 else:
                     return
@@ -148,6 +148,26 @@ class SocksSession(asyncio.Protocol):
                 self.record.reply = exc.reply[1] if len(exc.reply) > 1 else None
             self.end("protocol-error", error=str(exc))
 
+    def _begin(self, request: Request) -> None:
+        """The request is known: serve it, reading nothing more until it is decided."""
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._task = asyncio.get_running_loop().create_task(self._serve(request))
+
+    def _answer(self, host: str, port: int) -> None:
+        """Tell the client its request succeeded (the SOCKS reply, BND = host:port)."""
+        assert self.transport is not None
+        self.transport.write(self.codec.send_reply(Reply.SUCCEEDED, host, port))
+        self.record.reply = Reply.SUCCEEDED
+
+    def _refuse(self, reply: Reply) -> None:
+        """Tell the client its request failed, before the session ends."""
+        assert self.transport is not None
+        failure = self.codec.failure_reply(reply)
+        if failure is not None:
+            self.transport.write(failure)
+            self.record.reply = reply
+
     def _handshake_timed_out(self) -> None:
         if self._task is None and not self._closed:
             log.warning("session %d: SOCKS handshake from %s not complete after %.0f s",
@@ -157,7 +177,7 @@ class SocksSession(asyncio.Protocol):
     # -- request -----------------------------------------------------------------------------
     async def _serve(self, request: Request) -> None:
         rec = self.record
-        rec.version, rec.dst, rec.port = request.version, request.host, request.port
+        rec.dst, rec.port = request.host, request.port
         try:
             if request.command is Command.BIND:
                 self._bind(request)
@@ -198,8 +218,7 @@ class SocksSession(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         assert self.transport is not None
-        self.transport.write(self.codec.send_reply(Reply.SUCCEEDED, *bind))
-        rec.reply = Reply.SUCCEEDED
+        self._answer(*bind)
         if self.ftp is not None:
             self.ftp.start(self.codec.trailing_data())
             self.transport.resume_reading()
@@ -361,7 +380,8 @@ class SocksSession(asyncio.Protocol):
         else:
             raise UpstreamError(
                 f"profile {profile.id!r} takes the SSH user from the application (user = \"\"), "
-                "but this client sent none: use SOCKS5 with username/password "
+                "but this client sent none (a transparent one never can): use SOCKS5 with "
+                "username/password "
                 "(proxy.socks5_auth = [\"username\", ...]) or set the profile's user",
                 Reply.NOT_ALLOWED)
         self.credentials = None  # the password is not kept past the login
@@ -378,11 +398,7 @@ class SocksSession(asyncio.Protocol):
 
     # -- endings -----------------------------------------------------------------------------
     def _fail(self, reply: Reply, result: str, error: str) -> None:
-        assert self.transport is not None
-        failure = self.codec.failure_reply(reply)
-        if failure is not None:
-            self.transport.write(failure)
-            self.record.reply = reply
+        self._refuse(reply)
         log.info("session %d: %s %s:%d -> %s (%s)", self.id, self.record.client,
                  self.record.dst, self.record.port, result, error)
         self.end(result, error=error)
@@ -443,6 +459,12 @@ class SocksSession(asyncio.Protocol):
     def resume_reading(self) -> None:
         if self.transport is not None and not self._closed:
             self.transport.resume_reading()
+
+    def expect_data(self, owner: DataOwner, hosts: set[str], port: int,
+                    target_host: str) -> bool:
+        self.ctx.expectations.add(owner, self.client_ip, hosts, port, target_host,
+                                  time.monotonic())
+        return True
 
     def client_socket(self) -> socket.socket | None:
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None

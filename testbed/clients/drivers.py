@@ -70,7 +70,11 @@ def _exec(job: Job, argv: list[str], stdin: str | None = None,
         prefix = [*job.gate, *prefix]
         job.gate = None  # only the first command waits: the session is under way
     got = job.backend.run(job.host, [*prefix, *argv], timeout=2 * job.deadline, input=stdin)
-    return f"$ {' '.join(argv[:3])} ... -> exit {got.returncode}\n{got.stdout}{got.stderr}"
+    # The command line, not its secrets: a client without a wrapper (lftp -c SCRIPT) has
+    # the password within the first words.
+    shown = " ".join(argv[:3]).replace(job.password, "***") if job.password else " ".join(
+        argv[:3])
+    return f"$ {shown} ... -> exit {got.returncode}\n{got.stdout}{got.stderr}"
 
 
 def _curl(job: Job, mode: str, ops: tuple[str, ...]) -> str:
