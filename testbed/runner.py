@@ -650,7 +650,8 @@ class ScenarioRun:
             ftp_host = next(s.host for s in self.scenario.services if s.kind != "sshd")
             if check.between:
                 client, ftp_host = check.between
-            verdict = capture.no_bypass(captures, self._addresses(client),
+            judged = [by_link[check.link]] if check.link else captures
+            verdict = capture.no_bypass(judged, self._addresses(client),
                                         self._addresses(ftp_host))
         else:
             verdict = self._integrity()
@@ -677,9 +678,10 @@ class ScenarioRun:
             seen = getattr(service, "commands_seen", service.log)()
         if not seen:
             return Verdict("log", check.service, False, "the log is empty (nothing to judge)")
-        missing = [p for p in check.present
-                   if seen.count(p.format(user=self.user)) < check.times]
-        found = [a for a in check.absent if a.format(user=self.user) in seen]
+        topo = self.scenario.topology
+        names = {"user": self.user, **{host: topo.address(host) for host in topo.hosts}}
+        missing = [p for p in check.present if seen.count(p.format(**names)) < check.times]
+        found = [a for a in check.absent if a.format(**names) in seen]
         detail = (f"{len(check.present) - len(missing)} of {len(check.present)} expected lines"
                   + (f" (x{check.times})" if check.times > 1 else "") + ", "
                   f"{len(found)} forbidden" + (f"; missing {missing}" if missing else "")

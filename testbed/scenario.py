@@ -322,7 +322,8 @@ def load(path: Path) -> Scenario:
             raise ScenarioError(path, f"check[{i}].service",
                                 f"{check.service!r} is not a service kind or one of "
                                 f"{', '.join(PROXY_LOGS)}")
-        if check.verdict in ("encrypted", "cleartext", "only_ssh", "lost"):
+        if check.verdict in ("encrypted", "cleartext", "only_ssh", "lost") or (
+                check.verdict == "no_bypass" and check.link):
             try:
                 topology.link(check.link)
             except TopologyError as exc:
