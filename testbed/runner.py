@@ -31,7 +31,7 @@ from testbed.capture import Capture, LinkCapture, Verdict
 from testbed.clients import drivers
 from testbed.clients.gate import StartGate
 from testbed.proxy import TunnelProxy, tunnel_argv
-from testbed.scenario import Check, Scenario, Step
+from testbed.scenario import CAPTURE_FAULTS, Check, Scenario, Step
 from testbed.services.base import Service, proc_status_kib, wait_listening
 from testbed.services.proftpd import Proftpd
 from testbed.services.pureftpd import PureFtpd
@@ -45,6 +45,19 @@ REPO = Path(__file__).resolve().parents[1]
 # The [proxy] keys a transparent scenario adds to its proxy's config: local mode listens on
 # loopback (the output hook redirects there); gateway mode where routed connections arrive,
 # and takes clients of other hosts.
+
+
+def without_data_sets(ruleset: str) -> str:
+    """The `break-capture` fault's ruleset: the loaded one with its data-connection sets
+    removed (and the rules using them), so the same live connections stay redirected but
+    no new data port can be added."""
+    kept = [line for line in ruleset.splitlines() if "data4" not in line
+            and "data6" not in line]
+    last_flush = max(n for n, line in enumerate(kept) if line.startswith("flush chain"))
+    drops = [f"delete set inet ftp_ssh_tunnel {name}" for name in ("data4", "data6")]
+    return "\n".join([*kept[:last_flush + 1], *drops, *kept[last_flush + 1:]]) + "\n"
+
+
 TRANSPARENT_PROXY_KEYS = {
     "local": 'transparent = ["127.0.0.1:1081"]',
     "gateway": 'transparent = ["0.0.0.0:1081"]\nallow_relay = true',
@@ -115,6 +128,7 @@ class ScenarioRun:
         self.extra: list[subprocess.Popen[bytes]] = []
         self.lost: dict[str, int] = {}  # link -> packets its loss fault dropped
         self.proxy_peak_kib = 0  # the tunnel's VmHWM when the steps ended
+        self._capture_script = ""  # the loaded `tunnel nft` ruleset (transparent scenarios)
         self.tcp_growth: dict[str, dict[str, int]] = {}  # host -> TCP trouble over the steps
         self._session_spans: list[tuple[float, float]] = []  # the running step's client runs
         self._fired_at: float | None = None  # when the running step's `during` faults fired
@@ -341,6 +355,7 @@ class ScenarioRun:
         if made.returncode != 0:
             raise RuntimeError(f"tunnel nft failed: {made.stderr.strip()}")
         (self.out / "transparent.nft").write_text(made.stdout)
+        self._capture_script = made.stdout
         loaded = self.backend.run(proxy.host, ["nft", "-f", "-"], input=made.stdout)
         if loaded.returncode != 0:
             raise RuntimeError(f"nft -f refused the ruleset: {loaded.stderr.strip()}")
@@ -499,6 +514,14 @@ class ScenarioRun:
         return failures
 
     def _fault(self, fault: str) -> None:
+        if fault in CAPTURE_FAULTS:
+            ruleset = (self._capture_script if fault == "reload-capture"
+                       else without_data_sets(self._capture_script))
+            loaded = self.backend.run(self.scenario.proxy.host, ["nft", "-f", "-"],
+                                      input=ruleset)
+            if loaded.returncode != 0:
+                raise RuntimeError(f"{fault}: {loaded.stderr.strip()}")
+            return
         verb, target, *rest = fault.split()
         if verb == "sleep":
             time.sleep(float(target))

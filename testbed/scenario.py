@@ -35,8 +35,12 @@ PROXY_LOGS = ("tunnel", "tunnel-audit")
 SERVICE_FAULT = re.compile(r"(stop|start|restart|kill-sessions) ([a-z-]+)")
 LINK_FAULT = re.compile(r"(down|up) ([\w-]+)|loss ([\w-]+) (\d+(?:\.\d+)?)%")
 SLEEP_FAULT = re.compile(r"sleep (\d+(?:\.\d+)?)")
+# Transparent scenarios, on the proxy host's nftables table (of `tunnel nft`): load the same
+# ruleset again (as after a config change), or replace it, in one transaction, by one that
+# still redirects nothing new but has no data-connection sets (an edited or older ruleset).
+CAPTURE_FAULTS = ("reload-capture", "break-capture")
 FAULT_FORMS = ("'stop|start|restart|kill-sessions <service kind>', 'down|up <link>', "
-               "'loss <link> <n>%' or 'sleep <seconds>'")
+               "'loss <link> <n>%', 'sleep <seconds>', 'reload-capture' or 'break-capture'")
 
 
 class ScenarioError(ValueError):
@@ -199,7 +203,7 @@ def _check_fault(path: Path, key: str, fault: str, topology: Topology) -> None:
     service, link = SERVICE_FAULT.fullmatch(fault), LINK_FAULT.fullmatch(fault)
     if service is not None and service.group(2) in SERVICE_KINDS:
         return
-    if SLEEP_FAULT.fullmatch(fault):
+    if SLEEP_FAULT.fullmatch(fault) or fault in CAPTURE_FAULTS:
         return
     if link is None:
         raise ScenarioError(path, key, f"{fault!r}: want {FAULT_FORMS}")

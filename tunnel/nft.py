@@ -113,55 +113,68 @@ def _merge(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
 
 # -- the script --------------------------------------------------------------------------------
 def script(p: Plan, config_path: str) -> str:
+    """The ruleset, loadable again at any time (`nft -f` runs it as one transaction).
+
+    It never deletes the table: it declares it (a no-op when it is there) and replaces the
+    rules of its chains. So a reload keeps the data sets' elements, and the sessions being
+    redirected stay redirected. The kernel keeps translating an established redirected
+    connection only while a rule would still redirect it: with the table deleted, or a
+    rule gone, the live session's next packets go to the real destination (measured, and
+    the scenario transparent-capture-lost keeps it in view)."""
     redirect = f"redirect to :{p.port}"
     mode = f"gateway mode, interface {p.gateway}" if p.gateway else "local mode"
+    hook, other = ("prerouting", "output") if p.gateway else ("output", "prerouting")
+    base = f"type nat hook {hook} priority -100; policy accept;"
     out = [
         f"# ftp-ssh-tunnel transparent capture for {config_path} ({mode})",
-        f"# Load: tunnel nft -c {config_path}{' --gateway ' + p.gateway if p.gateway else ''}"
+        f"# Load or reload: tunnel nft -c {config_path}"
+        f"{' --gateway ' + p.gateway if p.gateway else ''} | nft -f -",
+        f"# Undo (with no transparent session running): tunnel nft -c {config_path} --delete"
         " | nft -f -",
-        f"# Undo: tunnel nft -c {config_path} --delete | nft -f -",
         *(f"# WARNING: {w}" for w in p.warnings),
-        f"table {TABLE}",  # so that the delete below works on a first load too
-        f"delete table {TABLE}",
         f"table {TABLE} {{",
         "    # Passive data connections (client . server . port), added by the daemon as",
         "    # each 227/229 reply passes, each for as long as the proxy expects it.",
         *(f"    set {name} {{ type {kind}_addr . {kind}_addr . inet_service; flags timeout; }}"
           for name, kind in ((DATA_SETS[4], "ipv4"), (DATA_SETS[6], "ipv6"))),
-        "",
-        "    chain capture {",
-        f"        ip saddr . ip daddr . tcp dport @{DATA_SETS[4]} {redirect}",
-        f"        ip6 saddr . ip6 daddr . tcp dport @{DATA_SETS[6]} {redirect}",
+        "    chain capture { }",
+        f"    chain {hook} {{ {base} }}",
+        "}",
+        f"flush chain {TABLE} capture",
+        f"flush chain {TABLE} {hook}",
+        f"add rule {TABLE} capture ip saddr . ip daddr . tcp dport @{DATA_SETS[4]} {redirect}",
+        f"add rule {TABLE} capture ip6 saddr . ip6 daddr . tcp dport @{DATA_SETS[6]} {redirect}",
     ]
     for line in p.lines:
         verdict = redirect if line.redirect else "return"
-        out.append(f"        {_match(line)}{verdict} comment {_quote(line.label)}")
-    out.append("    }")
-    out.append("")
+        out.append(f"add rule {TABLE} capture {_match(line)}{verdict} "
+                   f"comment {_quote(line.label)}")
     if p.gateway:
-        out += [
-            "    chain prerouting {",
-            "        type nat hook prerouting priority -100; policy accept;",
-            f"        iifname {_quote(p.gateway)} meta l4proto tcp jump capture",
-            "    }",
-        ]
+        out.append(f"add rule {TABLE} {hook} iifname {_quote(p.gateway)} "
+                   "meta l4proto tcp jump capture")
     else:
         out += [
-            "    chain output {",
-            "        type nat hook output priority -100; policy accept;",
-            f"        meta mark {p.mark:#x} return comment \"the proxy's own connections\"",
-            "        ip daddr 127.0.0.0/8 return",
-            "        ip6 daddr ::1 return",
-            "        meta l4proto tcp jump capture",
-            "    }",
+            f"add rule {TABLE} {hook} meta mark {p.mark:#x} return "
+            "comment \"the proxy's own connections\"",
+            f"add rule {TABLE} {hook} ip daddr 127.0.0.0/8 return",
+            f"add rule {TABLE} {hook} ip6 daddr ::1 return",
+            f"add rule {TABLE} {hook} meta l4proto tcp jump capture",
         ]
-    out.append("}")
+    out += [
+        "# The other mode's chain, if an earlier load made one (declared, so that the",
+        "# delete cannot fail):",
+        f"add chain {TABLE} {other} {{ type nat hook {other} priority -100; policy accept; }}",
+        f"delete chain {TABLE} {other}",
+    ]
     return "\n".join(out) + "\n"
 
 
 def delete_script() -> str:
-    # `table` first: deleting a table that is not there would fail the whole script.
-    return f"table {TABLE}\ndelete table {TABLE}\n"
+    return (
+        "# Stop the daemon first: without the table, the kernel stops translating live\n"
+        "# redirected sessions, and their next packets go to their real destination.\n"
+        # `table` first: deleting a table that is not there would fail the whole script.
+        f"table {TABLE}\ndelete table {TABLE}\n")
 
 
 def _match(line: Line) -> str:
