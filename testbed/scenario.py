@@ -246,9 +246,10 @@ def load(path: Path) -> Scenario:
         raise ScenarioError(path, "proxy.host", f"no host {proxy.host!r}")
     if proxy.transparent and proxy.kind != "tunnel":
         raise ScenarioError(path, "proxy.transparent", "only the tunnel proxy has it")
-    if proxy.transparent == "gateway" and proxy.host == "client":
+    if proxy.transparent == "gateway" and (proxy.host == "client"
+                                           or "client" not in topology.hosts):
         raise ScenarioError(path, "proxy.host", "gateway mode: the proxy runs on the gateway "
-                            "host, the clients on \"client\"")
+                            "host, the clients on a host named \"client\"")
     steps = []
     for i, spec in enumerate(data.get("step", []), start=1):
         ops = tuple(spec.get("ops", DEFAULT_OPS))

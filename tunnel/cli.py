@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tunnel: config error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check":
+        transparent = (f"; transparent on {', '.join(map(str, cfg.proxy.transparent))}"
+                       if cfg.proxy.transparent else "")
         print(f"{args.config}: OK ({len(cfg.profiles)} profiles, {len(cfg.rules.rules)} rules, "
-              f"listening on {', '.join(map(str, cfg.proxy.listen))})")
+              f"listening on {', '.join(map(str, cfg.proxy.listen))}{transparent})")
         return 0
     if args.command == "explain":
         return _explain(cfg, args.destination, resolve=not args.no_resolve)
@@ -99,6 +101,9 @@ def _serve(cfg: Config, verbose: bool, dry_run: bool = False) -> int:
     except OSError as exc:
         print(f"tunnel: cannot serve: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # what only the start can find (transparent: no privilege)
+        print(f"tunnel: config error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

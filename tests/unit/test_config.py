@@ -110,6 +110,10 @@ def test_defaults_are_the_safe_ones() -> None:
      "no profile has id"),
     ("[[rule]]\naction = \"direct\"\nfalback_to_plain = true\n", "f.toml:3: rule[1].falback",
      "unknown key"),
+    ("[proxy]\ntransparent = [\"1081\"]\n", "f.toml:2: proxy.transparent", "not HOST:PORT"),
+    ("[proxy]\ntransparent = [\"127.0.0.1:1080\"]\n", "proxy.transparent",
+     "is also a SOCKS listener"),
+    ("[proxy]\nsocket_mark = 0\n", "proxy.socket_mark", "from 1 to 4294967295"),
     ("[proxy\n", "f.toml", "TOML syntax"),
     ("profile = 3\n", "profile", "expected a list"),
 ])

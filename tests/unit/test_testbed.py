@@ -65,6 +65,12 @@ TWO_HOSTS = ('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
     ('[[check]]\nverdict = "listen_drops"\nservice = "vsftpd"\n',
      "'vsftpd' is not a service of this scenario"),
     ('[proxy]\nkind = "vpn"\n', "proxy.kind"),
+    ('[proxy]\nkind = "tunnel"\nhost = "a"\ntransparent = "yes"\n', "proxy.transparent"),
+    ('[proxy]\nkind = "ssh-D"\nhost = "a"\ntransparent = "local"\n',
+     "only the tunnel proxy has it"),
+    ('[proxy]\nkind = "tunnel"\nhost = "a"\ntransparent = "gateway"\n',
+     "the clients on a host named \"client\""),
+    ('before = ["unload-everything"]\n', "'unload-everything'"),
     # keys of the step itself: faults and operations
     ('before = ["loss nope 5%"]\n', "no link named 'nope'"),
     ('before = ["loss l 5"]\n', "want 'stop|start|restart"),
