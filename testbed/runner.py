@@ -59,7 +59,7 @@ def without_data_sets(ruleset: str) -> str:
 
 
 TRANSPARENT_PROXY_KEYS = {
-    "local": 'transparent = ["127.0.0.1:1081"]',
+    "local": 'transparent = ["127.0.0.1:1081", "[::1]:1081"]',
     "gateway": 'transparent = ["0.0.0.0:1081"]\nallow_relay = true',
 }
 

@@ -67,10 +67,16 @@ class Topology:
     def links_of(self, host: str) -> list[Link]:
         return [link for link in self.links if host in link.hosts]
 
-    def routes(self, host: str) -> list[tuple[ipaddress.IPv4Network, str]]:
-        """(subnet, via) for each subnet `host` reaches through a forwarding neighbour."""
-        direct = {link.subnet for link in self.links_of(host)}
-        routes = []
+    def routes(self, host: str) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                               str]]:
+        """(subnet, via) for each subnet `host` reaches through a forwarding neighbour, IPv4
+        and (links with ipv6 = true) IPv6."""
+        direct: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
+        for link in self.links_of(host):
+            direct.add(link.subnet)
+            if link.subnet6 is not None:
+                direct.add(link.subnet6)
+        routes: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
         for link in self.links_of(host):
             for neighbour in link.hosts:
                 if neighbour == host or not self.hosts[neighbour].forward:
@@ -79,6 +85,11 @@ class Topology:
                     if far.subnet not in direct:
                         direct.add(far.subnet)
                         routes.append((far.subnet, str(self.addresses[(neighbour, link.name)])))
+                    if (far.subnet6 is not None and far.subnet6 not in direct
+                            and link.subnet6 is not None):
+                        direct.add(far.subnet6)
+                        routes.append((far.subnet6,
+                                       str(self.addresses6[(neighbour, link.name)])))
         gateway = self.hosts[host].gateway
         if gateway:
             shared = next(link for link in self.links_of(host) if gateway in link.hosts)

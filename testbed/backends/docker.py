@@ -182,7 +182,9 @@ class DockerBackend(OwnStackPerHost):
                 self.run(host, ["/bin/sh", "-c", ": > /etc/resolv.conf; ip route del default;"
                                 " ip -6 route del default; true"], check=True)
                 for subnet, via in self.topology.routes(host):
-                    self.run(host, ["ip", "route", "add", str(subnet), "via", via], check=True)
+                    family = "-6" if subnet.version == 6 else "-4"
+                    self.run(host, ["ip", family, "route", "add", str(subnet), "via", via],
+                             check=True)
             for (host, link), addr in self.topology.addresses.items():
                 out = self.run(host, ["ip", "-o", "-4", "addr", "show", "to", str(addr)],
                                check=True).stdout

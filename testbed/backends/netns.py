@@ -127,7 +127,8 @@ class NetnsBackend(OwnStackPerHost):
                                 "off"], check=False)
         for host in topo.hosts:
             for subnet, via in topo.routes(host):
-                _ip("-n", self.namespaces[host], "route", "add", str(subnet), "via", via)
+                family = "-6" if subnet.version == 6 else "-4"
+                _ip("-n", self.namespaces[host], family, "route", "add", str(subnet), "via", via)
 
     def down(self) -> None:
         for ns in self.namespaces.values():
