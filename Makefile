@@ -18,6 +18,7 @@ bench: setup
 	.venv/bin/python bench/concurrency.py
 	.venv/bin/python bench/rtt.py
 	.venv/bin/python bench/session_setup.py
+	.venv/bin/python bench/transparent_setup.py
 	.venv/bin/python bench/memory.py
 	.venv/bin/python bench/sftp.py
 

@@ -160,6 +160,12 @@ class ScenarioRun:
             self.backend.down()
             raise
 
+    def take_down(self) -> None:
+        """Undo `bring_up`: servers and proxy stopped, hosts gone, the site removed."""
+        self._stop_all()
+        self.backend.down()
+        shutil.rmtree(self.site, ignore_errors=True)
+
     def run(self) -> Result:
         started = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)

@@ -340,9 +340,11 @@ def test_sd_notify_ready_reloading_and_stopping(tmp_path: Path, ftp_site: FtpSit
         listener.close()
 
 
-def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("drop_in", ["", "ftp-ssh-tunnel-transparent.conf"])
+def test_the_systemd_unit_verifies(tmp_path: Path, drop_in: str) -> None:
     """`systemd-analyze verify` of contrib/ftp-ssh-tunnel.service (Type=notify), with its
-    ExecStart pointed at this checkout's `tunnel` (it checks that the binary exists)."""
+    ExecStart pointed at this checkout's `tunnel` (it checks that the binary exists); and
+    with the transparent mode's drop-in (its [Service] lines added, as systemd merges it)."""
     require("systemd-analyze")
     repo = Path(__file__).resolve().parents[2]
     tunnel = shutil.which("tunnel", path=str(Path(sys.executable).parent))
@@ -350,6 +352,8 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     unit = tmp_path / "ftp-ssh-tunnel.service"
     text = (repo / "contrib" / "ftp-ssh-tunnel.service").read_text()
     assert "Type=notify" in text
+    if drop_in:
+        text += (repo / "contrib" / drop_in).read_text()
     unit.write_text(text.replace("/usr/local/bin/tunnel", tunnel))
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
                           text=True, timeout=60)
