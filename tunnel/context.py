@@ -21,8 +21,7 @@ from tunnel.openings import Openings
 from tunnel.relay import Relay
 from tunnel.ssh import Lease, SSHPool
 
-if TYPE_CHECKING:  # prometheus_client is loaded only where metrics are on
-    from tunnel.metrics import Metrics
+if TYPE_CHECKING:  # loaded only where transparent listeners exist
     from tunnel.nftset import DataCapture
 
 
@@ -31,6 +30,14 @@ class ByteCounts(Protocol):
     def bytes_up(self) -> int: ...
     @property
     def bytes_down(self) -> int: ...
+
+
+class MetricsSink(Protocol):
+    """What sessions and reloads report to (`metrics.Metrics`, where metrics are on): a
+    face of its own, so that `metrics`, which reads the Context, is not imported here."""
+
+    def session_ended(self, record: AuditRecord) -> None: ...
+    def reloaded(self, ok: bool) -> None: ...
 
 
 class ClientSession(Protocol):
@@ -99,7 +106,7 @@ class Context:
     # ftp-sftp temporary upload files that a lost SSH connection left behind, by
     # (SSH server, user): removed at that user's next login (ftp_sftp._sweep_leftovers).
     sftp_leftovers: dict[tuple[str, str], set[str]] = field(default_factory=dict)
-    metrics: Metrics | None = None  # `[proxy] metrics`
+    metrics: MetricsSink | None = None  # `[proxy] metrics`
     capture: DataCapture | None = None  # with `[proxy] transparent` listeners
     next_id: int = 1
     started: float = field(default_factory=time.monotonic)

@@ -42,8 +42,9 @@ class ProxyServer:
         metrics_at = self.ctx.config.proxy.metrics
         if metrics_at is not None:
             from tunnel.metrics import Metrics  # prometheus_client only where metrics are on
-            self.ctx.metrics = Metrics(self.ctx)
-            self.ctx.metrics.serve(metrics_at.host, metrics_at.port)
+            metrics = Metrics(self.ctx)
+            metrics.serve(metrics_at.host, metrics_at.port)
+            self.ctx.metrics = metrics
         if self.ctx.config.proxy.control_socket:
             self._control = ControlServer(self.ctx, self.ctx.config.proxy.control_socket,
                                           self.reload)
