@@ -58,8 +58,12 @@ def without_data_sets(ruleset: str) -> str:
     return "\n".join([*kept[:last_flush + 1], *drops, *kept[last_flush + 1:]]) + "\n"
 
 
+# The [proxy] keys a transparent scenario adds to its proxy's config: local mode listens on
+# loopback (the output hook redirects there; IPv6 to [::1], where the topology has IPv6);
+# gateway mode where routed connections arrive, and takes clients of other hosts.
 TRANSPARENT_PROXY_KEYS = {
-    "local": 'transparent = ["127.0.0.1:1081", "[::1]:1081"]',
+    "local": 'transparent = ["127.0.0.1:1081"]',
+    "local-ipv6": 'transparent = ["127.0.0.1:1081", "[::1]:1081"]',
     "gateway": 'transparent = ["0.0.0.0:1081"]\nallow_relay = true',
 }
 
@@ -327,7 +331,7 @@ class ScenarioRun:
             body = proxy.config.format(**values)
             tunnel = TunnelProxy(self.out / "tunnel", body, port=SOCKS_PORT,
                                  host=self.backend.socks_host(proxy.host), prefix=prefix,
-                                 proxy_extra=TRANSPARENT_PROXY_KEYS.get(proxy.transparent, ""))
+                                 proxy_extra=self._transparent_keys())
             if proxy.transparent:
                 self._load_capture(tunnel)
             self.services.append(tunnel.start())
@@ -345,6 +349,12 @@ class ScenarioRun:
         log.close()
         self.extra.append(proc)
         wait_listening(prefix, SOCKS_PORT, 15, lambda: proc.poll() is None)
+
+    def _transparent_keys(self) -> str:
+        mode = self.scenario.proxy.transparent
+        if mode == "local" and any(link.subnet6 for link in self.scenario.topology.links):
+            mode = "local-ipv6"
+        return TRANSPARENT_PROXY_KEYS.get(mode, "")
 
     def _load_capture(self, tunnel: TunnelProxy) -> None:
         """The nftables ruleset of `tunnel nft`, from the proxy's own config, loaded on the
