@@ -1,5 +1,5 @@
 # Thin wrappers over ci/. `make demo` and `make test` set the machine up first.
-.PHONY: setup demo test lint bench fuzz
+.PHONY: setup demo test lint bench fuzz report-shots
 setup:
 	bash ci/setup
 
@@ -24,3 +24,11 @@ bench: setup
 
 fuzz: setup
 	.venv/bin/python -m fuzz.campaign
+
+# The README's pictures of the scenario report, drawn by headless Chromium.
+report-shots: setup
+	.venv/bin/testbed run --report out/report-third-host scenarios/ftp-tunnel-third-host.toml
+	.venv/bin/testbed run --report out/report-bypass scenarios/ssh-D-active-bypass.toml
+	.venv/bin/python -c "from pathlib import Path; from testbed.report import screenshot; \
+	screenshot(Path('out/report-third-host/report.html'), Path('docs/report-ftp-tunnel-third-host.png'), 1100, 1250); \
+	screenshot(Path('out/report-bypass/report.html'), Path('docs/report-ssh-D-active-bypass.png'), 1100, 900)"

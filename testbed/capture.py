@@ -203,6 +203,25 @@ def no_bypass(captures: Sequence[Capture], client: Sequence[str],
     return Verdict("no_bypass", subject, not bypass, detail)
 
 
+def link_state(capture: Capture, needles: Sequence[bytes]) -> str:
+    """What a link's capture showed, for the report's picture: "clear" (a needle in
+    clear), "encrypted" (the SSH banner and no needle), "silent" (no packet), or "other"
+    (traffic, but neither: no SSH, no secret)."""
+    if not capture.packets:
+        return "silent"
+    if _found(capture, needles):
+        return "clear"
+    return "encrypted" if _found(capture, [SSH_BANNER]) else "other"
+
+
+def bypass_flows(captures: Sequence[Capture], client: Sequence[str],
+                 ftp: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(link, source, destination) of each TCP flow between the client's and the FTP
+    host's addresses: what `no_bypass` counts, with where it was seen."""
+    return sorted({(c.link, src, dst) for c in captures for src, dst in c.flows()
+                   if {src, dst} & set(client) and {src, dst} & set(ftp)})
+
+
 def only_port(capture: Capture, port: int, check: str = "only_ssh") -> Verdict:
     """Every TCP flow on this link has `port` at one end: the link carries SSH and nothing
     else (the ftp-sftp promise: the FTP client host talks only SSH on the wire)."""

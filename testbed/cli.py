@@ -201,7 +201,7 @@ def _unavailable(command: str, backend: str) -> bool:
 
 
 def run(paths: list[str], junit: str | None, keep: bool, backend: str = "netns",
-        out: Path = OUT) -> int:
+        out: Path = OUT, report: Path | None = None) -> int:
     if _unavailable("run", backend):
         return 2
     results = []
@@ -213,11 +213,16 @@ def run(paths: list[str], junit: str | None, keep: bool, backend: str = "netns",
         except ScenarioError as exc:
             print(f"  invalid: {exc}")
             return 2
-        result = ScenarioRun(scenario, out, keep=keep, backend=backend).run()
+        # A report links the pcaps and logs: they are kept.
+        result = ScenarioRun(scenario, out, keep=keep or report is not None, backend=backend,
+                             report=report is not None).run()
         print(table(result), flush=True)
         results.append(result)
     junit = junit or str(out / "junit.xml")
     write_junit(results, Path(junit))
+    if report is not None:
+        from testbed import report as report_mod  # graphviz only where a report is asked
+        print(f"report: {report_mod.write(results, report)}")
     failed = [r.scenario.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} of {len(results)} scenarios passed; JUnit: {junit}")
     return 1 if failed else 0
@@ -356,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     run_cmd.add_argument("paths", nargs="+")
     run_cmd.add_argument("--junit", help="JUnit XML (default OUT/junit.xml)")
     run_cmd.add_argument("--keep", action="store_true", help="keep pcaps and logs of passes too")
+    run_cmd.add_argument("--report", type=Path, metavar="DIR",
+                         help="write DIR/report.html: each scenario's topology drawn with "
+                              "its links coloured by their captures, verdicts, steps, and "
+                              "links to the kept pcaps and logs (implies --keep)")
     up_cmd = sub.add_parser("up", help="start a scenario's topology and leave it up")
     up_cmd.add_argument("file")
     for cmd in (run_cmd, up_cmd):
@@ -380,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "image":
         return image_build_cmd(args.force)
     if args.command == "run":
-        return run(args.paths, args.junit, args.keep, args.backend, args.out)
+        return run(args.paths, args.junit, args.keep, args.backend, args.out, args.report)
     if args.command == "up":
         return up(args.file, args.backend, args.out)
     if args.command == "exec":

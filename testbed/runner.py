@@ -90,6 +90,10 @@ class Result:
     seconds: float = 0.0
     out_dir: Path | None = None
     error: str = ""
+    # For `testbed run --report`: what each link's capture showed (capture.link_state, or
+    # "not captured"), and each client<->FTP flow as (link, source host, destination host).
+    links: dict[str, str] = field(default_factory=dict)
+    bypass: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -111,8 +115,11 @@ class _Needles:
 
 class ScenarioRun:
     def __init__(self, scenario: Scenario, out_root: Path, keep: bool = False,
-                 keep_name: str | None = None, backend: str = "netns") -> None:
-        """`keep_name`: bring the topology up to stay (`testbed up`), under that name."""
+                 keep_name: str | None = None, backend: str = "netns",
+                 report: bool = False) -> None:
+        """`keep_name`: bring the topology up to stay (`testbed up`), under that name.
+        `report`: also describe every link for the report's picture (Result.links)."""
+        self.report = report
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.out = out_root / f"{scenario.name}-{stamp}-{os.getpid()}"
         self.keep = keep
@@ -198,6 +205,8 @@ class ScenarioRun:
         if not self.result.error:
             self.result.outcomes = step_outcomes + [self._judge(check, captures)
                                                     for check in self.scenario.checks]
+        if self.report:
+            self._describe_links(captures)
         self.result.seconds = time.monotonic() - started
         shutil.rmtree(self.site, ignore_errors=True)
         if self.result.passed and not self.keep:
@@ -695,6 +704,23 @@ class ScenarioRun:
         else:
             verdict = self._integrity()
         return Outcome(name, check.expect, verdict)
+
+    def _describe_links(self, captures: list[Capture]) -> None:
+        by_link = {c.link: c for c in captures}
+        for link in self.scenario.topology.links:
+            taken = by_link.get(link.name)
+            self.result.links[link.name] = (capture.link_state(taken, self.needles.all())
+                                            if taken is not None else "not captured")
+        ftp_hosts = [s.host for s in self.scenario.services if s.kind != "sshd"]
+        if not captures or not ftp_hosts:
+            return
+        client = self.scenario.proxy.client_host
+        host_of = {addr: host for host in self.scenario.topology.hosts
+                   for addr in self._addresses(host)}
+        self.result.bypass = [
+            (link, host_of.get(src, src), host_of.get(dst, dst))
+            for link, src, dst in capture.bypass_flows(
+                captures, self._addresses(client), self._addresses(ftp_hosts[0]))]
 
     def _listen_drops(self, kind: str) -> Verdict:
         """No SYN dropped at any listener on the service's host during the steps: a full
