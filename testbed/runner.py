@@ -536,6 +536,8 @@ class ScenarioRun:
             failures.append(f"list: {remote} not listed")
         if "upload-reset" in step.ops:
             failures += _reset_failures(transcript)
+        if "late-list" in step.ops and "late-list got" not in transcript:
+            failures.append("late-list: no listing over the late data connection")
         return failures
 
     def _fault(self, fault: str) -> None:

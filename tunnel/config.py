@@ -72,6 +72,8 @@ class ProxyConfig:
     # wait their turn (openings.py). vsftpd's listen queue holds 32.
     max_openings_per_server: int = 8
     metrics: Listen | None = None  # Prometheus text format over HTTP; None = off
+    # Seconds a passive data connection is awaited after its 227/229 reply.
+    data_wait: float = 60.0
     # Listeners for connections the kernel redirected (nftables; `tunnel nft`): their real
     # destination is SO_ORIGINAL_DST. None by default.
     transparent: tuple[Listen, ...] = ()
@@ -316,6 +318,7 @@ def _parse_proxy(t: _Table) -> ProxyConfig:
                                         d.max_openings_per_server, 1, 1024),
         metrics=(_parse_listen(t, metrics, "metrics") if (metrics := t.get("metrics", str, ""))
                  else None),
+        data_wait=_positive(t, "data_wait", d.data_wait),
         transparent=tuple(_parse_listen(t, s, "transparent")
                           for s in t.get_str_list("transparent", ())),
         socket_mark=_within(t, "socket_mark", d.socket_mark, 1, 0xFFFFFFFF),

@@ -134,7 +134,7 @@ def script(p: Plan, config_path: str) -> str:
         *(f"# WARNING: {w}" for w in p.warnings),
         f"table {TABLE} {{",
         "    # Passive data connections (client . server . port), added by the daemon as",
-        "    # each 227/229 reply passes, each for as long as the proxy expects it.",
+        "    # each 227/229 reply passes, for the life of that control session.",
         *(f"    set {name} {{ type {kind}_addr . {kind}_addr . inet_service; flags timeout; }}"
           for name, kind in ((DATA_SETS[4], "ipv4"), (DATA_SETS[6], "ipv6"))),
         "    chain capture { }",

@@ -3,7 +3,7 @@ connections to redirect, as each 227/229 reply passes.
 
 A passive data port is known only from the server's reply, so the ruleset (`tunnel nft`)
 redirects members of a named set, `client . server . port`, and the daemon adds one element
-per announced port with the expectation's lifetime as its timeout. Only that client's
+per announced port, for the life of the control session. Only that client's
 connection to that port is captured: the FTP host's web server or an admin's own `ssh` keep
 working, and no data connection of a captured session leaves in clear.
 
@@ -61,8 +61,7 @@ class _Nftables:
             raise NftError(error[0] if error else f"nft command failed: {command}")
 
 
-def elements(client: str, hosts: Iterable[str], port: int, timeout: float
-             ) -> dict[str, list[str]]:
+def elements(client: str, hosts: Iterable[str], port: int) -> dict[str, list[str]]:
     """The set elements for one expected data connection, by set name: one per host the
     client may connect to that is an address of the client's family. Pure."""
     try:
@@ -79,28 +78,51 @@ def elements(client: str, hosts: Iterable[str], port: int, timeout: float
             continue  # a name: the client resolved it; a redirected connection has an address
         if target.version == source.version and not target.is_loopback:
             out.setdefault(DATA_SETS[target.version], []).append(
-                f"{source} . {target} . {port} timeout {max(1, round(timeout))}s")
+                f"{source} . {target} . {port}")
     return out
 
 
+Added = list[tuple[str, list[str]]]  # what one `expect` added: (set name, elements)
+
+
 class DataCapture:
-    """Fills the ruleset's data-connection sets. One per daemon."""
+    """Fills the ruleset's data-connection sets. One per daemon.
+
+    An element lives as long as the control session that announced it, not as long as the
+    proxy waits for the data connection: a client that connects late must still be
+    redirected (and then refused, its expectation gone), never let out in clear. The
+    session removes its elements when it ends; the daemon empties the sets when it starts,
+    of what a daemon that died left there."""
 
     def __init__(self) -> None:
         self._nft = _Nftables()
 
-    def check(self) -> str:
-        """'' if the table `tunnel nft` prints is loaded, else what is wrong."""
+    def prepare(self) -> str:
+        """Empty the sets. '' if the table `tunnel nft` prints is loaded, else what is
+        wrong."""
         try:
             for name in DATA_SETS.values():
-                self._nft.run(f"list set {TABLE} {name}")
+                self._nft.run(f"flush set {TABLE} {name}")
         except NftError as exc:
             return str(exc)
         return ""
 
-    def expect(self, client: str, hosts: Iterable[str], port: int, timeout: float) -> None:
-        """Redirect this client's connection to these hosts at this port for `timeout`
-        seconds. Raises NftError (then the data connection would leave in clear: the
-        caller must not announce the port)."""
-        for set_name, items in elements(client, hosts, port, timeout).items():
+    def expect(self, client: str, hosts: Iterable[str], port: int) -> Added:
+        """Redirect this client's connections to these hosts at this port, until `forget`.
+        Raises NftError (then the data connection would leave in clear: the caller must not
+        announce the port)."""
+        added: Added = []
+        for set_name, items in elements(client, hosts, port).items():
             self._nft.run(f"add element {TABLE} {set_name} {{ {', '.join(items)} }}")
+            added.append((set_name, items))
+        return added
+
+    def forget(self, added: Added) -> None:
+        """Remove what `expect` added; an element already gone (a reloaded table, a flush)
+        is no error."""
+        for set_name, items in added:
+            for item in items:
+                try:
+                    self._nft.run(f"delete element {TABLE} {set_name} {{ {item} }}")
+                except NftError as exc:
+                    log.debug("data capture: %s %s already gone: %s", set_name, item, exc)

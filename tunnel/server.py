@@ -12,6 +12,7 @@ from tunnel import notify, outgoing
 from tunnel.audit import AuditLog
 from tunnel.config import Config, Listen, Profile
 from tunnel.context import Context
+from tunnel.datachannels import DataExpectations
 from tunnel.control import ControlServer
 from tunnel.errors import ConfigError
 from tunnel.heap import release_free_heap
@@ -24,7 +25,8 @@ log = logging.getLogger("tunnel.server")
 class ProxyServer:
     def __init__(self, config: Config) -> None:
         self.ctx = Context(config=config, pool=SSHPool(self._profile, config.proxy.connect_timeout),
-                           audit=AuditLog(config.proxy.audit_log))
+                           audit=AuditLog(config.proxy.audit_log),
+                           expectations=DataExpectations(config.proxy.data_wait))
         self._servers: list[asyncio.Server] = []
         self._stopping = asyncio.Event()
         self._control: ControlServer | None = None
@@ -87,7 +89,7 @@ class ProxyServer:
             self.ctx.capture = DataCapture()
         except NftError as exc:
             raise ConfigError(self.ctx.config.path, "proxy.transparent", str(exc)) from None
-        problem = self.ctx.capture.check()
+        problem = self.ctx.capture.prepare()
         if problem:
             log.warning("transparent: the nftables table is not loaded (%s): load it with "
                         "`tunnel nft -c %s | nft -f -`; until then passive transfers of "

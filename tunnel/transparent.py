@@ -17,7 +17,7 @@ import struct
 import sys
 
 from tunnel.context import DataOwner
-from tunnel.nftset import NftError
+from tunnel.nftset import Added, NftError
 from tunnel.session import SocksSession
 from tunnel.socks import AddressType, Command, Reply, Request
 
@@ -66,6 +66,7 @@ class TransparentSession(SocksSession):
     """One redirected client connection: no handshake, the request is the destination."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._captured: Added = []  # data-connection set elements, removed at the end
         super().connection_made(transport)
         self.record.version = "transparent"
         if self._closed:  # refused as a remote client (allow_relay = false)
@@ -87,6 +88,13 @@ class TransparentSession(SocksSession):
         kind = AddressType.IPV6 if ":" in host else AddressType.IPV4
         self._begin(Request(5, Command.CONNECT, host.removeprefix("::ffff:"), port, kind))
 
+    def end(self, result: str, error: str = "") -> None:
+        """The data ports this session announced are no longer redirected."""
+        super().end(result, error)
+        if self._captured and self.ctx.capture is not None:
+            self.ctx.capture.forget(self._captured)
+        self._captured = []
+
     def _answer(self, host: str, port: int) -> None:
         """Nothing to say: the client thinks it is already connected."""
 
@@ -104,7 +112,7 @@ class TransparentSession(SocksSession):
         try:
             if capture is None:
                 raise NftError("no data capture in this daemon")
-            capture.expect(self.client_ip, hosts, port, self.ctx.expectations.ttl)
+            self._captured += capture.expect(self.client_ip, hosts, port)
         except NftError as exc:
             log.error("session %d: cannot capture the data connection to port %d: %s; "
                       "is the table of `tunnel nft` loaded?", self.id, port, exc)

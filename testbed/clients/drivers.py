@@ -193,6 +193,14 @@ try:
             except ftplib.Error as exc:
                 reply = str(exc)
             print("upload-reset reply:", reply, flush=True)
+        elif op == "late-list":
+            # PASV, then connect only `idle` seconds later: later than the proxy waits
+            # (proxy.data_wait). What happens to a data connection nobody expects any more?
+            host, port = ftplib.parse227(ftp.sendcmd("PASV"))
+            time.sleep(float(idle))
+            with socket.create_connection((host, port), timeout=10) as late:
+                ftp.putcmd(f"NLST {directory}")
+                print("late-list", "got", late.recv(4096))  # two words: not the source
         elif op == "wait":
             time.sleep(float(idle))  # an idle session: nothing on the control connection
         elif op == "download":
