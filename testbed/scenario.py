@@ -18,7 +18,7 @@ from testbed.topology import Topology, TopologyError, build
 
 SERVICE_KINDS = ("sshd", "pyftpdlib", "vsftpd", "proftpd", "pure-ftpd")
 PROXY_KINDS = ("none", "tunnel", "ssh-D")
-CLIENTS = ("curl", "lftp", "ftplib", "tnftp")
+CLIENTS = ("curl", "lftp", "ftplib", "tnftp", "ncftp")
 MODES = ("epsv", "pasv", "active")
 DEFAULT_OPS = ("upload", "download", "list")
 # wait: sit idle `idle` seconds; upload-reset: STOR half the payload, then cut the data
@@ -259,6 +259,9 @@ def load(path: Path) -> Scenario:
         during = tuple(spec.get("during", ()))
         for fault in (*before, *during):
             _check_fault(path, f"step[{i}].before", fault, topology)
+        if spec.get("client") == "ncftp" and proxy.socks:
+            raise ScenarioError(path, f"step[{i}].client", "ncftp has no SOCKS support: use "
+                                "it with no proxy or a transparent one")
         for op in FTPLIB_ONLY_OPS:
             if op in ops and spec.get("client", "curl") != "ftplib":
                 raise ScenarioError(path, f"step[{i}].ops", f"'{op}' needs client = \"ftplib\" "

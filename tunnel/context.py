@@ -73,6 +73,8 @@ class HandlerSession(Protocol):
                     target_host: str) -> bool:
         """Expect the passive data connection a 227/229 announces (datachannels). False
         if it could not be arranged: the port must then not be announced."""
+    def arrange_active(self, host: str, port: int) -> None:
+        """An active-mode (PORT/EPRT) connection to the client at host:port is next."""
 
 
 class BindSession(Protocol):

@@ -395,6 +395,7 @@ class FtpSftp:
         self._aborting = False
         if active is not None:
             self._drop_passive()
+            self.session.arrange_active(*active)
             try:
                 _, conn = await asyncio.wait_for(
                     outgoing.create_connection(DataConnection, *active), DATA_TIMEOUT)

@@ -249,6 +249,7 @@ class FtpTunnel:
             lease = await self.connect_data(order.server_host, order.server_port, relay)
             if lease is not None:
                 leases.append(lease)
+            self.session.arrange_active(order.client_host, order.client_port)
             await connect_tcp(relay, Side.CLIENT, order.client_host, order.client_port, 15,
                               "active-mode connection to the client")
         except UpstreamError as exc:

@@ -29,6 +29,7 @@ from tunnel.rules import Action, IPNetwork
 
 TABLE = "inet ftp_ssh_tunnel"
 DATA_SETS = {4: "data4", 6: "data6"}
+ACTIVE_MAPS = {4: "active4", 6: "active6"}
 _ALL_PORTS = ((1, 65535),)
 
 
@@ -137,11 +138,21 @@ def script(p: Plan, config_path: str) -> str:
         "    # each 227/229 reply passes, for the life of that control session.",
         *(f"    set {name} {{ type {kind}_addr . {kind}_addr . inet_service; flags timeout; }}"
           for name, kind in ((DATA_SETS[4], "ipv4"), (DATA_SETS[6], "ipv6"))),
+        "    # Active-mode connections of the proxy to a client (client . port : FTP server),",
+        "    # added by the daemon before it connects: they come from the server's address.",
+        *(f"    map {name} {{ type {kind}_addr . inet_service : {kind}_addr; }}"
+          for name, kind in ((ACTIVE_MAPS[4], "ipv4"), (ACTIVE_MAPS[6], "ipv6"))),
         "    chain capture { }",
         f"    chain {hook} {{ {base} }}",
+        "    chain postrouting { type nat hook postrouting priority 100; policy accept; }",
         "}",
         f"flush chain {TABLE} capture",
         f"flush chain {TABLE} {hook}",
+        f"flush chain {TABLE} postrouting",
+        f"add rule {TABLE} postrouting meta mark {p.mark:#x} snat ip to ip daddr . tcp dport "
+        f"map @{ACTIVE_MAPS[4]}",
+        f"add rule {TABLE} postrouting meta mark {p.mark:#x} snat ip6 to ip6 daddr . "
+        f"tcp dport map @{ACTIVE_MAPS[6]}",
         f"add rule {TABLE} capture ip saddr . ip daddr . tcp dport @{DATA_SETS[4]} {redirect}",
         f"add rule {TABLE} capture ip6 saddr . ip6 daddr . tcp dport @{DATA_SETS[6]} {redirect}",
     ]

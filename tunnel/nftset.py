@@ -20,7 +20,7 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 
-from tunnel.nft import DATA_SETS, TABLE
+from tunnel.nft import ACTIVE_MAPS, DATA_SETS, TABLE
 
 log = logging.getLogger("tunnel.nftset")
 
@@ -82,7 +82,23 @@ def elements(client: str, hosts: Iterable[str], port: int) -> dict[str, list[str
     return out
 
 
-Added = list[tuple[str, list[str]]]  # what one `expect` added: (set name, elements)
+# What one `expect` or `masquerade` added, to remove at the session's end: (set or map
+# name, element keys).
+Added = list[tuple[str, list[str]]]
+
+
+def active_element(client: str, port: int, server: str) -> tuple[str, str, str] | None:
+    """(map name, key, value) that makes our connection to client:port come from `server`,
+    or None where the two are not addresses of one family. Pure."""
+    try:
+        source, target = ipaddress.ip_address(client), ipaddress.ip_address(server)
+    except ValueError:
+        return None
+    if isinstance(source, ipaddress.IPv6Address) and source.ipv4_mapped is not None:
+        source = source.ipv4_mapped
+    if source.version != target.version:
+        return None
+    return ACTIVE_MAPS[source.version], f"{source} . {port}", str(target)
 
 
 class DataCapture:
@@ -103,6 +119,8 @@ class DataCapture:
         try:
             for name in DATA_SETS.values():
                 self._nft.run(f"flush set {TABLE} {name}")
+            for name in ACTIVE_MAPS.values():
+                self._nft.run(f"flush map {TABLE} {name}")
         except NftError as exc:
             return str(exc)
         return ""
@@ -116,6 +134,16 @@ class DataCapture:
             self._nft.run(f"add element {TABLE} {set_name} {{ {', '.join(items)} }}")
             added.append((set_name, items))
         return added
+
+    def masquerade(self, client: str, port: int, server: str) -> Added:
+        """Our next connection to client:port leaves with `server` as its source address,
+        until `forget`. Raises NftError."""
+        element = active_element(client, port, server)
+        if element is None:
+            return []
+        map_name, key, value = element
+        self._nft.run(f"add element {TABLE} {map_name} {{ {key} : {value} }}")
+        return [(map_name, [key])]
 
     def forget(self, added: Added) -> None:
         """Remove what `expect` added; an element already gone (a reloaded table, a flush)

@@ -12,8 +12,8 @@ from tunnel import notify, outgoing
 from tunnel.audit import AuditLog
 from tunnel.config import Config, Listen, Profile
 from tunnel.context import Context
-from tunnel.datachannels import DataExpectations
 from tunnel.control import ControlServer
+from tunnel.datachannels import DataExpectations
 from tunnel.errors import ConfigError
 from tunnel.heap import release_free_heap
 from tunnel.session import SocksSession

@@ -466,6 +466,9 @@ class SocksSession(asyncio.Protocol):
                                   time.monotonic())
         return True
 
+    def arrange_active(self, host: str, port: int) -> None:
+        """Nothing to arrange: a SOCKS client knows its data connections come from us."""
+
     def client_socket(self) -> socket.socket | None:
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
         return cast("socket.socket | None", sock)

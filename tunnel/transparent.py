@@ -88,6 +88,19 @@ class TransparentSession(SocksSession):
         kind = AddressType.IPV6 if ":" in host else AddressType.IPV4
         self._begin(Request(5, Command.CONNECT, host.removeprefix("::ffff:"), port, kind))
 
+    def arrange_active(self, host: str, port: int) -> None:
+        """The client believes it talks to the FTP server, and some clients (ncftp, Java's
+        Commons Net) accept an active-mode data connection only from the server's address:
+        the ruleset's postrouting chain gives ours that source address."""
+        capture = self.ctx.capture
+        if capture is None:
+            return
+        try:
+            self._captured += capture.masquerade(host, port, self.record.dst)
+        except NftError as exc:
+            log.warning("session %d: the active-mode connection to %s:%d will come from this "
+                        "host's address, not the FTP server's: %s", self.id, host, port, exc)
+
     def end(self, result: str, error: str = "") -> None:
         """The data ports this session announced are no longer redirected."""
         super().end(result, error)

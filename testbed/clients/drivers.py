@@ -18,6 +18,7 @@ REMOTE_NAME = "payload.bin"
 # Combinations that cannot work, with the reason; the runner reports them, never fakes them.
 NOT_APPLICABLE = {
     ("ftplib", "epsv"): "ftplib sends EPSV only on IPv6 control connections",
+    ("ncftp", "epsv"): "ncftp has no switch to send EPSV rather than PASV",
 }
 
 
@@ -59,8 +60,8 @@ def not_applicable(client: str, mode: str, proxied: bool) -> str | None:
 
 def run(client: str, job: Job, mode: str, ops: tuple[str, ...]) -> str:
     """Run the operations; returns the transcript (stdout + stderr)."""
-    return {"curl": _curl, "lftp": _lftp, "ftplib": _ftplib, "tnftp": _tnftp}[client](
-        job, mode, ops)
+    return {"curl": _curl, "lftp": _lftp, "ftplib": _ftplib, "tnftp": _tnftp,
+            "ncftp": _ncftp}[client](job, mode, ops)
 
 
 def _exec(job: Job, argv: list[str], stdin: str | None = None,
@@ -256,3 +257,26 @@ def _tnftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:
         argv = ["socksify", *argv]
         env = {"SOCKS_CONF": str(conf)}
     return _exec(job, argv, stdin=script, env=env)
+
+
+def _ncftp(job: Job, mode: str, ops: tuple[str, ...]) -> str:
+    """ncftpget/ncftpput/ncftpls, without SOCKS (it has none: transparent scenarios). In
+    active mode it accepts a data connection only from the server's own address."""
+    if job.proxied:
+        raise ValueError("ncftp has no SOCKS support: use it in transparent scenarios")
+    common = ["-u", job.user, "-p", job.password, "-P", str(job.port), "-t", "30",
+              "-E" if mode == "active" else "-F"]
+    commands = {
+        # -c: the file on standard output / input, so the names are ours to choose.
+        "upload": f"ncftpput {_quoted(common)} -m -c {job.server} {job.remote} "
+                  f"< {job.payload}",
+        "download": f"ncftpget {_quoted(common)} -c {job.server} {job.remote} "
+                    f"> {job.download}",
+        "list": f"ncftpls {_quoted(common)} -1 ftp://{job.server}/{job.directory}/",
+    }
+    return "".join(_exec(job, ["sh", "-c", commands[op]]) for op in ops)
+
+
+def _quoted(words: list[str]) -> str:
+    import shlex
+    return " ".join(shlex.quote(word) for word in words)

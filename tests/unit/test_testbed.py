@@ -71,6 +71,7 @@ TWO_HOSTS = ('[[topology.host]]\nname = "a"\n[[topology.host]]\nname = "b"\n'
     ('[proxy]\nkind = "tunnel"\nhost = "a"\ntransparent = "gateway"\n',
      "the clients on a host named \"client\""),
     ('before = ["unload-everything"]\n', "'unload-everything'"),
+    ('client = "ncftp"\n[proxy]\nkind = "tunnel"\nhost = "a"\n', "ncftp has no SOCKS support"),
     # keys of the step itself: faults and operations
     ('before = ["loss nope 5%"]\n', "no link named 'nope'"),
     ('before = ["loss l 5"]\n', "want 'stop|start|restart"),

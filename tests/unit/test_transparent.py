@@ -18,7 +18,7 @@ from testbed import runner
 from testbed.matrix import render
 from testbed.topology import TopologyError, build
 from tunnel import config, nft
-from tunnel.nftset import elements
+from tunnel.nftset import active_element, elements
 from tunnel.transparent import parse_original_dst
 
 BASE = """
@@ -186,6 +186,18 @@ def test_one_element_per_address_of_the_clients_family() -> None:
     assert elements("::ffff:10.0.0.1", {"10.0.0.2"}, 5) == {"data4": ["10.0.0.1 . 10.0.0.2 . 5"]}
     assert elements("fd77::1", {"fd77::2", "10.0.0.2"}, 7) == {"data6": ["fd77::1 . fd77::2 . 7"]}
     assert elements("not-an-address", {"10.0.0.2"}, 7) == {}
+
+
+def test_an_active_connection_leaves_from_the_ftp_servers_address() -> None:
+    assert active_element("10.77.1.1", 40123, "10.77.2.2") == (
+        "active4", "10.77.1.1 . 40123", "10.77.2.2")
+    assert active_element("fd77::1", 7, "fd77:0:2::2") == ("active6", "fd77::1 . 7",
+                                                           "fd77:0:2::2")
+    assert active_element("10.77.1.1", 7, "fd77::2") is None  # families differ
+    text = nft.script(nft.plan(cfg()), "t.toml")
+    # Only the daemon's own (marked) connections are given the server's address.
+    assert ("add rule inet ftp_ssh_tunnel postrouting meta mark 0x1080 snat ip to ip daddr . "
+            "tcp dport map @active4") in text
 
 
 # -- the testbed ----------------------------------------------------------------------------------
