@@ -58,6 +58,12 @@ from tunnel.ftp_commands import ToClient as ToClient
 
 TRANSFER_VERBS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
 PROXY_FEATURES = ["EPRT", "EPSV", "PASV", "UTF8"]
+CUT_TRANSFER = (b"426 Data connection reset by the client: the transfer did not complete "
+                b"(the server saw it end and may keep a partial file).\r\n")
+
+
+def _is_transfer(command: Command | None) -> bool:
+    return command is not None and command.verb in TRANSFER_VERBS
 
 
 # -- commands to the glue ----------------------------------------------------------------------
@@ -146,6 +152,8 @@ class FtpLayer:
         self._commands = CommandReader()
         self._replies = ReplyReader(stream_after=STREAM_AFTER_LINES)
         self._pending: deque[tuple[_Pending, Command | None]] = deque()
+        # The client reset the data connection of the transfer awaiting its reply.
+        self._data_reset = False
         self._held: list[Command] = []  # client commands waiting for an internal step
         self._replay_opts: list[Command] = []
         self._active: tuple[str, int] | None = None  # the client's PORT/EPRT address
@@ -233,6 +241,17 @@ class FtpLayer:
                                         f"{user!r}."))]
         return [ToClient(reply_line(421, f"Service not available: {message}")),
                 *self._close(message)]
+
+    def data_connection_reset(self) -> list[Action]:
+        """The client reset a data connection while its transfer was under way. The server
+        saw only an end of file through SSH: a cut upload looks whole to it and it says
+        226. The client is told 426 instead, as a direct connection would have told it."""
+        if not any(kind is _Pending.RELAY and _is_transfer(command)
+                   for kind, command in self._pending):
+            return []  # no transfer awaits its reply: nothing to correct
+        self._data_reset = True
+        return [Note("the client reset its data connection mid-transfer: the transfer's "
+                     "completion reply will be 426")]
 
     def active_ready(self, ok: bool, detail: str = "") -> list[Action]:
         command, self._active_transfer = self._active_transfer, None
@@ -368,8 +387,14 @@ class FtpLayer:
             return [ToClient(reply.raw)] if kind in (_Pending.RELAY, _Pending.PASSIVE) else []
         if not self._pending:
             return [ToClient(reply.raw)]  # unsolicited (a 421 timeout notice)
-        kind, _ = self._pending.popleft()
+        kind, command = self._pending.popleft()
         if kind is _Pending.RELAY:
+            if _is_transfer(command):
+                reset, self._data_reset = self._data_reset, False
+                if reset and reply.code // 100 == 2:
+                    return [ToClient(CUT_TRANSFER), Note(
+                        f"server said {reply.code} for a transfer whose data connection the "
+                        "client reset; the client was told 426")]
             return [ToClient(reply.raw)]
         if kind is _Pending.SWALLOW:
             return []

@@ -233,10 +233,17 @@ class FtpTunnel:
         self._binds[(host, port)] = (bind_session, reserved)
         return host, port
 
+    def data_ended(self, relay: Relay) -> None:
+        """A data connection of this session is over; a reset the server never saw is
+        reported in the transfer's reply (FtpLayer.data_connection_reset)."""
+        if relay.cut_by_client and not self._closed:
+            self._run(self.layer.data_connection_reset())
+
     async def _active(self, order: ConnectActive) -> None:
         leases: list[Lease] = []
 
         def finished(relay: Relay) -> None:
+            self.data_ended(relay)
             for lease in leases:
                 lease.release()
 

@@ -58,6 +58,7 @@ class Relay:
         self.bytes_up = 0  # client -> server
         self.bytes_down = 0  # server -> client
         self.error: BaseException | None = None
+        self.reset_side: Side | None = None  # the side whose connection was reset (RST)
         self._down: list[bytes] = []  # server bytes for the client, flushed once per loop pass
         self._down_bytes = 0
 
@@ -145,10 +146,20 @@ class Relay:
         self._lost.add(side)
         if exc is not None and self.error is None:
             self.error = exc
+        if isinstance(exc, ConnectionResetError) and self.reset_side is None:
+            self.reset_side = side
         if side is Side.SERVER and not self._started:
             return  # start() or the session's failure path closes the client
         self._call(_other(side), "close")
         self._finish()
+
+    @property
+    def cut_by_client(self) -> bool:
+        """The client reset its connection before the server's side had ended: what the
+        server is told (an end of file: an SSH channel cannot carry a reset) is not what
+        happened."""
+        return (self.reset_side is Side.CLIENT and Side.SERVER not in self._eof
+                and not self._early_eof)
 
     def close(self) -> None:
         for side in Side:

@@ -333,7 +333,11 @@ class SocksSession(asyncio.Protocol):
         self.lease, relay = await owner.claim_data(expected.target_host, expected.port)
         # The server side was opened ahead, on the 227/229 reply: adopt that relay.
         assert self.transport is not None
-        relay.on_finished = self._relay_finished
+
+        def finished(ended: Relay) -> None:
+            owner.data_ended(ended)
+            self._relay_finished(ended)
+        relay.on_finished = finished
         relay.attach(Side.CLIENT, self.transport)
         self.relay = relay
         return "0.0.0.0", 0

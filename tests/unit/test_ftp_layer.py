@@ -321,3 +321,41 @@ def test_a_long_reply_where_the_proxy_reads_it_is_421() -> None:
     banner = b"220-Welcome\r\n" + b" legal notice line\r\n" * 2000 + b"220 ready\r\n"
     out = layer.server_data(banner)
     assert client_text(out).startswith(b"421 ") and isinstance(out[-1], Close)
+
+
+def test_a_reset_mid_upload_turns_the_servers_226_into_426() -> None:
+    """The SSH channel tells the server only "end of file": it takes the cut upload for a
+    whole one. The client, who reset it, must not be told it succeeded."""
+    layer = app_layer()
+    logged_in(layer)
+    layer.client_data(b"STOR f.bin\r\n")
+    assert client_text(layer.server_data(b"150 Ok to send data.\r\n")).startswith(b"150")
+    assert any(isinstance(a, Note) for a in layer.data_connection_reset())
+    out = layer.server_data(b"226 Transfer complete.\r\n")
+    assert client_text(out).startswith(b"426 Data connection reset by the client")
+    # Only that transfer: the next one's 226 passes as it is.
+    layer.client_data(b"STOR g.bin\r\n")
+    layer.server_data(b"150 Ok to send data.\r\n")
+    assert client_text(layer.server_data(b"226 Transfer complete.\r\n")) == \
+        b"226 Transfer complete.\r\n"
+
+
+def test_a_reset_with_no_transfer_awaiting_its_reply_changes_nothing() -> None:
+    """A client that resets a data connection after its download's 226 (SO_LINGER 0) has
+    nothing to be corrected, now or at the next transfer."""
+    layer = app_layer()
+    logged_in(layer)
+    assert layer.data_connection_reset() == []
+    layer.client_data(b"RETR f.bin\r\n")
+    layer.server_data(b"150 Opening.\r\n")
+    assert client_text(layer.server_data(b"226 Done.\r\n")) == b"226 Done.\r\n"
+
+
+def test_a_server_that_noticed_the_cut_itself_is_passed_on() -> None:
+    layer = app_layer()
+    logged_in(layer)
+    layer.client_data(b"STOR f.bin\r\n")
+    layer.server_data(b"150 Ok.\r\n")
+    layer.data_connection_reset()
+    assert client_text(layer.server_data(b"451 Failure writing.\r\n")) == \
+        b"451 Failure writing.\r\n"

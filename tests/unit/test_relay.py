@@ -107,3 +107,24 @@ def test_server_bytes_batched_into_one_client_write_per_pass_and_flushed_before_
     assert writes == [b"aaabbc", b"tail"] and client.calls[-1] == "eof"
     relay.data(Side.CLIENT, b"up")  # the other way goes out at once
     assert server.written == b"up"
+
+
+def test_a_client_reset_before_the_server_ended_is_a_cut() -> None:
+    """What ftp-tunnel tells the client after it reset a data connection (a cut upload)."""
+    relay, _, _, _ = joined()
+    relay.data(Side.CLIENT, b"half an upload")
+    relay.lost(Side.CLIENT, ConnectionResetError())
+    assert relay.cut_by_client and relay.reset_side is Side.CLIENT
+
+
+def test_a_client_reset_after_the_server_ended_is_no_cut() -> None:
+    relay, _, _, _ = joined()
+    relay.eof(Side.SERVER)  # the whole download was sent
+    relay.lost(Side.CLIENT, ConnectionResetError())
+    assert not relay.cut_by_client
+
+
+def test_a_plain_close_is_no_cut() -> None:
+    relay, _, _, _ = joined()
+    relay.lost(Side.CLIENT, None)
+    assert not relay.cut_by_client and relay.reset_side is None
