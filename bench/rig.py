@@ -60,6 +60,7 @@ port = {self.ssh_port}
 user = "root"
 auth = ["publickey"]
 identity_files = ["{self.key}"]
+users = ["*"]
 known_hosts = "{self.known_hosts}"
 
 [[rule]]

@@ -338,8 +338,8 @@ _KEYS = {
     "profile": ("id", "host", "port", "user", "auth", "identity_files", "known_hosts",
                 "host_key_policy", "gateway", "keepalive_interval", "keepalive_count_max",
                 "idle_timeout", "ciphers", "nodelay_command", "line_ending",
-                "channel_window_mib"),
-    "rule": ("id", "dst", "ports", "action", "profile", "fallback_to_plain"),
+                "channel_window_mib", "users"),
+    "rule": ("id", "dst", "ports", "action", "profile", "fallback_to_plain", "users"),
 }
 
 

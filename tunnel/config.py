@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from tunnel.errors import ConfigError
 from tunnel.rules import Action, DstMatcher, PortSet, Rule, RuleSet
 from tunnel.socks import AuthMethod
+from tunnel.users import UserSet
 
 T = TypeVar("T")
 
@@ -104,6 +105,9 @@ class Profile:
     # Run once per SSH connection so sshd turns TCP_NODELAY on (see ssh.py); "" = never.
     nodelay_command: str = "true"
     line_ending: LineEnding = LineEnding.LF  # ftp-sftp: the server's text line ending
+    # The local users who may use this profile (users.py); None = anyone. A profile that
+    # logs in with a key file must say (users = ["*"] for anyone, on purpose).
+    users: UserSet | None = None
 
     @property
     def user_from_app(self) -> bool:
@@ -371,9 +375,24 @@ def _parse_profile(t: _Table, base_dir: str) -> Profile:
         ciphers=t.get_str_list("ciphers", ()),
         nodelay_command=t.get("nodelay_command", str, "true"),
         line_ending=t.choice("line_ending", LineEnding, LineEnding.LF, "lf, crlf"),
+        users=_users(t),
     )
+    if profile.identity_files and profile.users is None:
+        raise t.error("users", f"profile {profile_id!r} logs in with a key file, which every "
+                      "local user who can reach the proxy could then use: say who may, e.g. "
+                      "users = [\"batch\", \"@ftpjobs\"], or users = [\"*\"] for anyone")
     t.finish()
     return profile
+
+
+def _users(t: _Table) -> UserSet | None:
+    if "users" not in t.data:
+        t.read.add("users")
+        return None
+    try:
+        return UserSet(t.get_str_list("users", ()))
+    except ValueError as exc:
+        raise t.error("users", str(exc)) from None
 
 
 def _parse_rule(t: _Table, index: int) -> Rule:
@@ -400,6 +419,7 @@ def _parse_rule(t: _Table, index: int) -> Rule:
         action=action,
         profile=profile,
         fallback_to_plain=t.get("fallback_to_plain", bool, False),
+        users=_users(t),
     )
     t.finish()
     return rule

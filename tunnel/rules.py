@@ -20,6 +20,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tunnel.users import LocalUser, UserSet
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -137,6 +139,7 @@ class Rule:
     action: Action
     profile: str | None = None
     fallback_to_plain: bool = False
+    users: UserSet | None = None  # only these local users' connections match (users.py)
 
 
 @dataclass(frozen=True)
@@ -147,10 +150,14 @@ class Decision:
     profile: str | None = None
     fallback_to_plain: bool = False
     address: IPAddress | None = None  # the resolved address that matched, if any
+    # The first rule that matched the destination but is for other local users.
+    passed_over: str | None = None
 
     def describe(self) -> str:
         if self.rule_id is None:
-            return f"no rule matched; proxy.unmatched = {self.action.value!r}"
+            other = (f" (rule {self.passed_over!r} is for other local users)"
+                     if self.passed_over else "")
+            return f"no rule matched{other}; proxy.unmatched = {self.action.value!r}"
         how = (
             f"by resolved address {self.address}"
             if self.matched_by is MatchedBy.ADDRESS
@@ -171,18 +178,29 @@ class RuleSet:
         some rule matches addresses."""
         return _parse_ip(host) is None and any(r.dst.names_addresses for r in self.rules)
 
-    def decide(self, host: str, port: int, addresses: Sequence[IPAddress] = ()) -> Decision:
+    def decide(self, host: str, port: int, addresses: Sequence[IPAddress] = (),
+               user: LocalUser | None = None) -> Decision:
         """First match wins, in file order. Each rule is tried against the destination as
-        sent, then against each resolved address, before the next rule is tried."""
+        sent, then against each resolved address, before the next rule is tried. A rule
+        with `users` matches only the connections of those local users."""
+        passed_over: str | None = None
         for rule in self.rules:
             if port not in rule.ports:
                 continue
+            how: tuple[MatchedBy, IPAddress | None] | None = None
             if rule.dst.match_host(host):
-                return self._decision(rule, MatchedBy.NAME)
-            for addr in addresses:
-                if rule.dst.match_address(addr):
-                    return self._decision(rule, MatchedBy.ADDRESS, addr)
-        return Decision(self.unmatched, None, MatchedBy.UNMATCHED)
+                how = (MatchedBy.NAME, None)
+            else:
+                found = next((a for a in addresses if rule.dst.match_address(a)), None)
+                if found is not None:
+                    how = (MatchedBy.ADDRESS, found)
+            if how is None:
+                continue
+            if rule.users is not None and not rule.users.matches(user):
+                passed_over = passed_over or rule.id
+                continue
+            return self._decision(rule, *how)
+        return Decision(self.unmatched, None, MatchedBy.UNMATCHED, passed_over=passed_over)
 
     @staticmethod
     def _decision(rule: Rule, how: MatchedBy, addr: IPAddress | None = None) -> Decision:

@@ -117,7 +117,7 @@ def key_profile(sshd: Sshd, keys: Path, known_hosts: Path, *, host: str = "127.0
     """A fixed SSH user (root) with a key: the control channel opens before the SOCKS reply
     and the server's own greeting is relayed."""
     return app_profile(sshd, known_hosts, host=host, user="root", auth="publickey",
-                       extra=f'identity_files = ["{keys}"]')
+                       extra=f'identity_files = ["{keys}"]\nusers = ["*"]')
 
 
 def ftp_rule(port: int, dst: str = "localhost", extra: str = "") -> str:

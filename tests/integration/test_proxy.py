@@ -48,6 +48,7 @@ port = {sshd.port}
 user = "{user}"
 auth = {auth}
 identity_files = ["{keys}"]
+users = ["*"]
 known_hosts = "{known_hosts}"
 {extra}
 """

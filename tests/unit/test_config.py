@@ -25,6 +25,7 @@ host = "jump.example"
 user = "ops"
 auth = ["publickey"]
 identity_files = ["keys/id_ed25519"]
+users = ["ops", "@wheel"]
 
 [[profile]]
 id = "gw"
