@@ -33,6 +33,9 @@ class AuditRecord:
     reply: int | None = None  # the SOCKS REP code sent
     control_session: int | None = None  # for an FTP data connection: its control session
     ftp_user: str = ""
+    # The local user whose socket the client's connection is (a client on this host).
+    local_uid: int | None = None
+    local_user: str = ""
     data_channels: int = 0  # active-mode data connections the proxy made for this session
     # Why SSH failed, if it did: host-key | auth | kex | ssh | connect. With `session` and
     # `ssh_user` this is the audit event for a refused host key, login or key exchange.

@@ -141,10 +141,11 @@ def _ctl(cfg: Config, cmd: str, arg: str | None) -> int:
         print(f"tunnel ctl: cannot talk to the daemon at {path}: {exc}", file=sys.stderr)
         return 1
     if cmd == "list" and answer.get("ok"):
-        print(f"{'id':>5} {'client':21} {'user':12} {'dst':24} {'action':14} {'ssh server':22} "
-              f"{'age s':>7} {'up':>10} {'down':>10}")
+        print(f"{'id':>5} {'client':21} {'local':10} {'user':12} {'dst':24} {'action':14} "
+              f"{'ssh server':22} {'age s':>7} {'up':>10} {'down':>10}")
         for row in answer["sessions"]:
-            print(f"{row['id']:>5} {row['client']:21} {row['user'][:12]:12} {row['dst'][:24]:24} "
+            print(f"{row['id']:>5} {row['client']:21} {row.get('local_user', '')[:10]:10} "
+                  f"{row['user'][:12]:12} {row['dst'][:24]:24} "
                   f"{row['action'][:14]:14} {row['ssh_server'][:22]:22} {row['age_s']:>7} "
                   f"{row['bytes_up']:>10} {row['bytes_down']:>10}")
     else:

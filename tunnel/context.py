@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from tunnel.audit import AuditLog, AuditRecord
 from tunnel.config import Config
 from tunnel.datachannels import DataExpectations
+from tunnel.localuser import LocalUsers
 from tunnel.openings import Openings
 from tunnel.relay import Relay
 from tunnel.ssh import Lease, SSHPool
@@ -109,6 +110,7 @@ class Context:
     # (SSH server, user): removed at that user's next login (ftp_sftp._sweep_leftovers).
     sftp_leftovers: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     metrics: MetricsSink | None = None  # `[proxy] metrics`
+    local_users: LocalUsers = field(default_factory=LocalUsers)
     capture: DataCapture | None = None  # with `[proxy] transparent` listeners
     next_id: int = 1
     started: float = field(default_factory=time.monotonic)

@@ -25,6 +25,7 @@ def session_row(session: ClientSession) -> dict[str, Any]:
     counted = session.counts
     return {
         "id": session.id, "client": rec.client, "user": rec.ftp_user or rec.ssh_user,
+        "local_user": rec.local_user or ("" if rec.local_uid is None else str(rec.local_uid)),
         "dst": f"{rec.dst}:{rec.port}" if rec.dst else "", "action": rec.action,
         "ssh_server": rec.ssh_server, "rule": rec.rule,
         "age_s": round(time.time() - rec.started, 1),

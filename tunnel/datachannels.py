@@ -27,6 +27,7 @@ class Expected(Generic[Owner]):
     port: int
     target_host: str  # where the SSH server connects
     deadline: float
+    client_uid: int | None = None  # the control session's local user, where known
 
 
 class DataExpectations(Generic[Owner]):
@@ -35,22 +36,26 @@ class DataExpectations(Generic[Owner]):
         self._items: list[Expected[Owner]] = []
 
     def add(self, owner: Owner, client_host: str, hosts: set[str], port: int,
-            target_host: str, now: float) -> Expected[Owner]:
+            target_host: str, now: float, client_uid: int | None = None) -> Expected[Owner]:
         self._expire(now)
         # A newer announcement of the same port by the same control session replaces the old.
         self._items = [e for e in self._items
                        if not (e.owner is owner and e.port == port)]
         expected = Expected(owner, client_host, frozenset(h.lower() for h in hosts), port,
-                            target_host, now + self.ttl)
+                            target_host, now + self.ttl, client_uid)
         self._items.append(expected)
         return expected
 
-    def take(self, client_host: str, host: str, port: int,
-             now: float) -> Expected[Owner] | None:
+    def take(self, client_host: str, host: str, port: int, now: float,
+             client_uid: int | None = None) -> Expected[Owner] | None:
+        """The expectation this data connection fulfils. On a host with several users, the
+        connecting socket's owner must be the control session's: another local user cannot
+        take someone's data connection by racing to the announced port."""
         self._expire(now)
         for index, expected in enumerate(self._items):
             if (expected.port == port and expected.client_host == client_host
-                    and host.lower() in expected.hosts):
+                    and host.lower() in expected.hosts
+                    and expected.client_uid == client_uid):
                 del self._items[index]
                 return expected
         return None

@@ -18,6 +18,8 @@ import os
 import pwd
 import socket
 import struct
+import time
+from collections.abc import Callable
 
 from tunnel.users import LocalUser
 
@@ -124,3 +126,22 @@ def describe(uid: int) -> LocalUser:
         except KeyError:
             continue
     return LocalUser(uid, entry.pw_name, frozenset(names))
+
+
+class LocalUsers:
+    """`describe`, remembered for a minute: a user database behind NSS (LDAP) can be
+    slow, and a session asks before every decision."""
+
+    def __init__(self, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._known: dict[int, tuple[float, LocalUser]] = {}
+
+    def describe(self, uid: int) -> LocalUser:
+        now = self._clock()
+        known = self._known.get(uid)
+        if known is not None and known[0] > now:
+            return known[1]
+        user = describe(uid)
+        self._known[uid] = (now + self.ttl, user)
+        return user

@@ -16,15 +16,18 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tunnel.addresses import is_ip
 from tunnel.audit import AuditRecord
+from tunnel.config import Profile
 from tunnel.context import ByteCounts, Context, DataOwner
 from tunnel.datachannels import Expected
 from tunnel.endpoints import SSHEnd, connect_tcp, is_local_client
 from tunnel.errors import RemoteProtocolError, UpstreamError
 from tunnel.ftp_tunnel import FtpTunnel
+from tunnel.localuser import owner_uid
 from tunnel.relay import Relay, Side
 from tunnel.rules import Action, Decision, IPAddress
 from tunnel.socks import AuthRequest, Command, Credentials, Reply, Request, SocksServer
 from tunnel.ssh import Lease, Login
+from tunnel.users import LocalUser
 
 if TYPE_CHECKING:  # loaded by the first ftp-sftp session: an idle daemon does without it
     from tunnel.dataconn import DataConnection
@@ -57,6 +60,7 @@ class SocksSession(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._t0 = time.monotonic()
         self._closed = False
+        self.local_user: LocalUser | None = None  # the owner of the client's socket
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -178,6 +182,10 @@ class SocksSession(asyncio.Protocol):
     async def _serve(self, request: Request) -> None:
         rec = self.record
         rec.dst, rec.port = request.host, request.port
+        # Before any decision, while the client's connection is up: its 4-tuple names it.
+        self.local_user = self._find_local_user()
+        if self.local_user is not None:
+            rec.local_uid, rec.local_user = self.local_user.uid, self.local_user.name
         try:
             if request.command is Command.BIND:
                 self._bind(request)
@@ -187,7 +195,7 @@ class SocksSession(asyncio.Protocol):
                            f"SOCKS {request.command.name} is not supported here")
                 return
             expected = self.ctx.expectations.take(self.client_ip, request.host, request.port,
-                                                  time.monotonic())
+                                                  time.monotonic(), self._uid())
             bind: tuple[str, int] | None
             if expected is not None:
                 bind = await self._ftp_data(expected)
@@ -277,7 +285,7 @@ class SocksSession(asyncio.Protocol):
         addresses: list[IPAddress] = []
         if rules.wants_resolution(request.host):
             addresses = await self._resolve(request.host)
-        return rules.decide(request.host, request.port, addresses)
+        return rules.decide(request.host, request.port, addresses, self.local_user)
 
     async def _resolve(self, host: str) -> list[IPAddress]:
         """Local resolution, only to match IP rules. A name that does not resolve here may
@@ -296,6 +304,12 @@ class SocksSession(asyncio.Protocol):
         if action is Action.REJECT:
             self._fail(Reply.NOT_ALLOWED, "rejected", decision.describe())
             return None
+        if decision.profile is not None:
+            refused = self._profile_refuses(decision.profile)
+            if refused:
+                log.warning("session %d: %s", self.id, refused)
+                self._fail(Reply.NOT_ALLOWED, "refused", refused)
+                return None
         if action is Action.FTP_TUNNEL:
             assert decision.profile is not None
             self.ftp = FtpTunnel(self, self.config.profile(decision.profile), request,
@@ -400,6 +414,37 @@ class SocksSession(asyncio.Protocol):
             self.config.proxy.connect_timeout * 2)
         return "0.0.0.0", 0
 
+    # -- local users -------------------------------------------------------------------------
+    def _find_local_user(self) -> LocalUser | None:
+        """The owner of the client's socket, for a client on this host; None otherwise (a
+        relayed client's user is not ours to know)."""
+        if self.transport is None or not is_local_client(self.client_ip):
+            return None
+        port = int(self.record.client.rsplit(":", 1)[1])
+        uid = owner_uid((self.client_ip, port), self._client_dialled())
+        return self.ctx.local_users.describe(uid) if uid is not None else None
+
+    def _client_dialled(self) -> tuple[str, int]:
+        """The address and port the client's socket is connected to: our listener."""
+        assert self.transport is not None
+        sockname = self.transport.get_extra_info("sockname")
+        return str(sockname[0]), int(sockname[1])
+
+    def _uid(self) -> int | None:
+        return self.local_user.uid if self.local_user is not None else None
+
+    def _profile_refuses(self, profile_id: str) -> str:
+        """Why this client's local user may not use the profile (or its jump hosts); ''
+        if it may."""
+        profile: Profile | None = self.config.profile(profile_id)
+        while profile is not None:
+            if profile.users is not None and not profile.users.matches(self.local_user):
+                who = str(self.local_user) if self.local_user else "an unknown local user"
+                return (f"refused: local user {who} may not use profile {profile.id!r} "
+                        f"(users = {profile.users})")
+            profile = self.config.profile(profile.gateway) if profile.gateway else None
+        return ""
+
     # -- endings -----------------------------------------------------------------------------
     def _fail(self, reply: Reply, result: str, error: str) -> None:
         self._refuse(reply)
@@ -467,7 +512,7 @@ class SocksSession(asyncio.Protocol):
     def expect_data(self, owner: DataOwner, hosts: set[str], port: int,
                     target_host: str) -> bool:
         self.ctx.expectations.add(owner, self.client_ip, hosts, port, target_host,
-                                  time.monotonic())
+                                  time.monotonic(), self._uid())
         return True
 
     def arrange_active(self, host: str, port: int) -> None:

@@ -108,6 +108,11 @@ class TransparentSession(SocksSession):
             self.ctx.capture.forget(self._captured)
         self._captured = []
 
+    def _client_dialled(self) -> tuple[str, int]:
+        """The client's socket is connected to where it meant to go, not to our listener:
+        the redirect happens below sockets."""
+        return self.record.dst, self.record.port
+
     def _answer(self, host: str, port: int) -> None:
         """Nothing to say: the client thinks it is already connected."""
 
