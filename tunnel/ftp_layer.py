@@ -58,8 +58,8 @@ from tunnel.ftp_commands import ToClient as ToClient
 
 TRANSFER_VERBS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
 PROXY_FEATURES = ["EPRT", "EPSV", "PASV", "UTF8"]
-CUT_TRANSFER = (b"426 Data connection reset by the client: the transfer did not complete "
-                b"(the server saw it end and may keep a partial file).\r\n")
+CUT_TRANSFER = (b"426 Transfer cut short: the data connection was reset or broken (the "
+                b"server saw it end and may keep a partial file).\r\n")
 
 
 def _is_transfer(command: Command | None) -> bool:

@@ -236,7 +236,11 @@ class FtpTunnel:
     def data_ended(self, relay: Relay) -> None:
         """A data connection of this session is over; a reset the server never saw is
         reported in the transfer's reply (FtpLayer.data_connection_reset)."""
-        if relay.cut_by_client and not self._closed:
+        if relay.dropped_up:
+            log.warning("ftp session %d: %d bytes of the client's data connection could not "
+                        "be passed on (the server's side had ended): the transfer is cut",
+                        self.session.id, relay.dropped_up)
+        if relay.cut_short and not self._closed:
             self._run(self.layer.data_connection_reset())
 
     async def _active(self, order: ConnectActive) -> None:

@@ -59,6 +59,8 @@ class Relay:
         self.bytes_down = 0  # server -> client
         self.error: BaseException | None = None
         self.reset_side: Side | None = None  # the side whose connection was reset (RST)
+        # Client bytes that arrived when the server side was already gone: never silently.
+        self.dropped_up = 0
         self._down: list[bytes] = []  # server bytes for the client, flushed once per loop pass
         self._down_bytes = 0
 
@@ -99,6 +101,8 @@ class Relay:
             return
         other = self._ends[_other(side)]
         if other is None or _other(side) in self._lost:
+            if side is Side.CLIENT:
+                self.dropped_up += len(data)
             return
         if side is Side.CLIENT:
             self.bytes_up += len(data)
@@ -160,6 +164,12 @@ class Relay:
         happened."""
         return (self.reset_side is Side.CLIENT and Side.SERVER not in self._eof
                 and not self._early_eof)
+
+    @property
+    def cut_short(self) -> bool:
+        """The server did not get everything the client sent: the transfer is not whole,
+        whatever the server says of it."""
+        return self.cut_by_client or self.dropped_up > 0
 
     def close(self) -> None:
         for side in Side:

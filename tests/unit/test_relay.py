@@ -128,3 +128,12 @@ def test_a_plain_close_is_no_cut() -> None:
     relay, _, _, _ = joined()
     relay.lost(Side.CLIENT, None)
     assert not relay.cut_by_client and relay.reset_side is None
+
+
+def test_client_bytes_with_no_server_side_left_are_counted_as_a_cut() -> None:
+    relay, _, _, _ = joined()
+    relay.start()
+    relay.data(Side.CLIENT, b"first")
+    relay.lost(Side.SERVER, None)
+    relay.data(Side.CLIENT, b"late bytes")
+    assert relay.bytes_up == 5 and relay.dropped_up == 10 and relay.cut_short
