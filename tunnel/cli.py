@@ -199,6 +199,9 @@ def _explain(cfg: Config, destination: str, resolve: bool) -> int:
             lines.append("  a host name; not resolved (--no-resolve): only name rules apply")
     decision = cfg.rules.decide(host, port, addresses)
     lines.append(f"rule: {decision.describe()}")
+    rule = next((r for r in cfg.rules.rules if r.id == decision.rule_id), None)
+    if rule is not None and rule.users is not None:
+        lines.append(f"  for local users: {rule.users} (others go on to the next rule)")
     lines.append(f"action: {decision.action.value}")
     if decision.action is Action.FTP_TUNNEL:
         lines.append("  FTP-aware: control and every data channel (passive, EPSV, active) "
@@ -221,6 +224,8 @@ def _explain(cfg: Config, destination: str, resolve: bool) -> int:
                       else "SOCKS5 username/password")
         lines.append("ssh user: " + (f"{profile.user!r} (from the profile)" if profile.user else
                                      f"from the application ({app_source})"))
+        if profile.users is not None:
+            lines.append(f"profile for local users: {profile.users}; others are refused")
         lines.append(f"auth: {', '.join(profile.auth)}; host keys: "
                      f"{profile.host_key_policy.value}"
                      + (f" ({profile.known_hosts})"
