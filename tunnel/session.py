@@ -61,6 +61,12 @@ class SocksSession(asyncio.Protocol):
         self._t0 = time.monotonic()
         self._closed = False
         self.local_user: LocalUser | None = None  # the owner of the client's socket
+        # What the client sends while its request is decided, held for the upstream: a
+        # transparent client does not wait for a reply, and asyncio (3.11) starts reading
+        # after connection_made whatever that asked, so a pause there is not enough.
+        self._serving = False
+        self._early: list[bytes] = []
+        self._early_eof = False
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -96,6 +102,10 @@ class SocksSession(asyncio.Protocol):
             return
         if self._task is None:
             self._handshake(data)
+        elif not self._serving:
+            self._early.append(data)
+            if self.transport is not None:
+                self.transport.pause_reading()
         elif self.ftp is not None:
             self.ftp.client_data(data)
         else:
@@ -105,6 +115,9 @@ class SocksSession(asyncio.Protocol):
         if self._task is None:  # EOF inside the handshake: nothing to carry on
             self.end("client-eof", error="client closed during the SOCKS handshake")
             return False
+        if not self._serving:  # after what it sent first, once the upstream is there
+            self._early_eof = True
+            return True
         if self.ftp is not None:  # a half-closed FTP control connection is a finished one
             self.ftp.close("client closed the control connection")
             return False
@@ -233,13 +246,30 @@ class SocksSession(asyncio.Protocol):
             self._timer.cancel()
         assert self.transport is not None
         self._answer(*bind)
+        trailing = self._now_serving()
         if self.ftp is not None:
-            self.ftp.start(self.codec.trailing_data())
-            self.transport.resume_reading()
+            self.ftp.start(trailing)
+            if self._early_eof:
+                self.ftp.close("client closed the control connection")
+            else:
+                self.transport.resume_reading()
         elif self._data_owner is not None:
-            self._hand_over(self._data_owner)
+            self._hand_over(self._data_owner, trailing)
         else:
-            self.relay.start(self.codec.trailing_data())
+            self._start_relay(trailing)
+
+    def _now_serving(self) -> bytes:
+        """From here on the client's bytes go upstream; returns what came before: after the
+        SOCKS request in the same read, and while the request was decided."""
+        self._serving = True
+        trailing = self.codec.trailing_data() + b"".join(self._early)
+        self._early.clear()
+        return trailing
+
+    def _start_relay(self, trailing: bytes) -> None:
+        self.relay.start(trailing)
+        if self._early_eof:
+            self.relay.eof(Side.CLIENT)
 
     def _bind(self, request: Request) -> None:
         """SOCKS BIND for an active-mode FTP client (the IBM z/OS client does this): valid
@@ -284,7 +314,7 @@ class SocksSession(asyncio.Protocol):
         host = peer[0] if is_ip(peer[0]) else "0.0.0.0"
         self.transport.write(self.codec.send_reply(Reply.SUCCEEDED, host, peer[1]))
         self.record.reply = Reply.SUCCEEDED
-        self.relay.start(self.codec.trailing_data())
+        self._start_relay(self._now_serving())
 
     async def _decide(self, request: Request) -> Decision:
         rules = self.config.rules
@@ -372,7 +402,7 @@ class SocksSession(asyncio.Protocol):
         self._data_owner = owner
         return "127.0.0.1", expected.port
 
-    def _hand_over(self, owner: FtpSftp) -> None:
+    def _hand_over(self, owner: FtpSftp, trailing: bytes) -> None:
         """The client's transport itself goes to the ftp-sftp session, so the client's FIN
         or RST reaches the transfer as it happened (no relay in between to turn a reset
         into an end of file). This session writes its audit record when it closes."""
@@ -382,9 +412,10 @@ class SocksSession(asyncio.Protocol):
         conn = self._data = DataConnection(on_closed=lambda _: self.end("closed"))
         self.transport.set_protocol(conn)
         conn.connection_made(self.transport)
-        trailing = self.codec.trailing_data()
         if trailing:
             conn.data_received(trailing)
+        if self._early_eof:
+            conn.eof_received()
         owner.data_arrived(conn)
 
     async def _direct(self, request: Request) -> tuple[str, int]:
