@@ -17,6 +17,7 @@ bench: setup
 	.venv/bin/python bench/throughput.py
 	.venv/bin/python bench/concurrency.py
 	.venv/bin/python bench/rtt.py
+	.venv/bin/python bench/wan.py
 	.venv/bin/python bench/session_setup.py
 	.venv/bin/python bench/transparent_setup.py
 	.venv/bin/python bench/memory.py
