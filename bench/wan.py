@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import SocksPaths, SshRig, curl_argv, interleaved_rates, metered  # noqa: E402
+from bench.rig import SocksPaths, SshRig, curl_argv, interleaved_rates  # noqa: E402
 from bench.rtt import DelayLine  # noqa: E402
 
 RTTS_MS = (5, 20, 50, 100)
@@ -31,8 +32,23 @@ WINDOWS_MIB = {"RETR": {"tunnel": 8, "ssh -D aes128-gcm": 2},
                "STOR": {"tunnel": 2, "ssh -D aes128-gcm": 2}}
 
 
-def sweep_one(rtt_ms: float, size_mib: int, rounds: int) -> dict[str, dict[str, list[float]]]:
-    """MB/s samples by direction and peer at one round trip."""
+# curl's own clock: the whole file, and the data phase (from the moment the FTP dialogue is
+# done to the last byte), which is what the windows govern.
+WRITE_OUT = "%{time_pretransfer} %{time_total}"
+
+
+def timed_curl(argv: list[str], size_mb: float, phases: list[float]) -> float:
+    """Seconds for the whole file; appends the data phase's MB/s to `phases`."""
+    done = subprocess.run([*argv, "-w", WRITE_OUT], capture_output=True, text=True,
+                          timeout=600, check=True)
+    pretransfer, total = (float(x) for x in done.stdout.split()[-2:])
+    phases.append(size_mb / max(total - pretransfer, 1e-6))
+    return total
+
+
+def sweep_one(rtt_ms: float, size_mib: int, rounds: int
+              ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]]]:
+    """MB/s samples by direction and peer at one round trip: whole files, data phases."""
     rig = SshRig.start()
     if rig is None:
         raise SystemExit(2)
@@ -44,21 +60,27 @@ def sweep_one(rtt_ms: float, size_mib: int, rounds: int) -> dict[str, dict[str, 
                  for name, (via, _) in ftp.paths.items() if name != "direct"
                  and name != "ssh -D default"}
         size_mb = size_mib * (1 << 20) / 1e6
-        out: dict[str, dict[str, list[float]]] = {}
+        whole: dict[str, dict[str, list[float]]] = {}
+        data: dict[str, dict[str, list[float]]] = {}
         for verb in ("RETR", "STOR"):
-            def run_of(via: str | None, verb: str = verb) -> Callable[[], float]:
+            data[verb] = {name: [] for name in peers}
+
+            def run_of(via: str | None, name: str, verb: str = verb) -> Callable[[], float]:
                 args = (["-o", "/dev/null", ftp.base_url + "file.bin"] if verb == "RETR"
                         else ["-T", str(ftp.source), ftp.base_url + "up.bin"])
-                return lambda: metered(curl_argv(via, *args))
-            out[verb] = interleaved_rates({name: run_of(via) for name, via in peers.items()},
-                                          size_mb, rounds)
-        return out
+                return lambda: timed_curl(curl_argv(via, *args), size_mb, data[verb][name])
+            whole[verb] = interleaved_rates(
+                {name: run_of(via, name) for name, via in peers.items()}, size_mb, rounds)
+            for name in peers:
+                data[verb][name] = data[verb][name][1:]  # the warm-up run left out
+        return whole, data
     finally:
         ftp.stop()
         rig.stop()
 
 
-def plot(results: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+def plot(results: dict[str, dict[str, dict[str, float]]],
+         data: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")  # no display: a file
     import matplotlib.pyplot as plt
@@ -66,8 +88,11 @@ def plot(results: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     rtts = [int(r) for r in results]
     for ax, verb in zip(axes, ("RETR", "STOR"), strict=True):
-        for peer, style in zip(PEERS, ("o--", "s-"), strict=True):
-            ax.plot(rtts, [results[str(r)][verb][peer] for r in rtts], style, label=peer)
+        for peer, style, colour in zip(PEERS, ("o--", "s-"), ("C0", "C1"), strict=True):
+            ax.plot(rtts, [data[str(r)][verb][peer] for r in rtts], style, color=colour,
+                    label=f"{peer}, data phase")
+            ax.plot(rtts, [results[str(r)][verb][peer] for r in rtts], style, color=colour,
+                    alpha=0.35, label=f"{peer}, whole 32 MiB file")
             window = WINDOWS_MIB[verb][peer] * (1 << 20) / 1e6
             ax.plot(rtts, [window / (r / 1000) for r in rtts], ":", color="grey",
                     linewidth=0.8)
@@ -83,6 +108,11 @@ def plot(results: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def _medians(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    return {verb: {peer: statistics.median(values) for peer, values in by.items()}
+            for verb, by in samples.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=32)
@@ -91,24 +121,27 @@ def main() -> int:
     parser.add_argument("--json", default=str(ROOT / "out" / "bench-wan.json"))
     args = parser.parse_args()
     results: dict[str, dict[str, dict[str, float]]] = {}
+    phases: dict[str, dict[str, dict[str, float]]] = {}
     print(f"{args.size_mib} MiB per transfer, {args.rounds} interleaved rounds, median MB/s "
-          "(ratio tunnel / ssh -D aes128-gcm)")
-    print(f"{'RTT':>6} {'RETR ssh -D':>12} {'RETR tunnel':>12} {'ratio':>6} "
-          f"{'STOR ssh -D':>12} {'STOR tunnel':>12} {'ratio':>6}")
+          "of the whole file / of its data phase (ratio tunnel / ssh -D aes128-gcm)")
+    print(f"{'RTT':>6} {'RETR ssh -D':>14} {'RETR tunnel':>14} {'ratio':>11} "
+          f"{'STOR ssh -D':>14} {'STOR tunnel':>14} {'ratio':>11}")
     for rtt in RTTS_MS:
-        samples = sweep_one(rtt, args.size_mib, args.rounds)
-        medians = {verb: {peer: statistics.median(values) for peer, values in by.items()}
-                   for verb, by in samples.items()}
-        results[str(rtt)] = medians
+        whole, data = sweep_one(rtt, args.size_mib, args.rounds)
+        results[str(rtt)] = _medians(whole)
+        phases[str(rtt)] = _medians(data)
         row = [f"{rtt:>4} ms"]
         for verb in ("RETR", "STOR"):
-            ssh, ours = medians[verb]["ssh -D aes128-gcm"], medians[verb]["tunnel"]
-            row += [f"{ssh:12.1f}", f"{ours:12.1f}", f"{ours / ssh:6.2f}"]
+            w, d = results[str(rtt)][verb], phases[str(rtt)][verb]
+            ssh, ours = "ssh -D aes128-gcm", "tunnel"
+            row += [f"{w[ssh]:6.1f} / {d[ssh]:5.1f}", f"{w[ours]:6.1f} / {d[ours]:5.1f}",
+                    f"{w[ours] / w[ssh]:4.2f} / {d[ours] / d[ssh]:4.2f}"]
         print(" ".join(row), flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"size_mib": args.size_mib, "rounds": args.rounds,
-                                           "results": results}, indent=2))
-    plot(results, Path(args.plot))
+                                           "whole_file": results, "data_phase": phases},
+                                          indent=2))
+    plot(results, phases, Path(args.plot))
     print(f"  JSON: {args.json}; plot: {args.plot}")
     return 0
 
