@@ -217,3 +217,19 @@ def write_json(path: str, payload: Mapping[str, Any]) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=2))
     print(f"  JSON: {path}")
+
+
+def latency_table(samples: Mapping[str, list[float]], reference: str, ratio_key: str,
+                  width: int) -> dict[str, dict[str, float]]:
+    """Per peer, ms per session: median, p10 and p90, and the median's ratio to the
+    `reference` peer's; printed one line each, names `width` wide."""
+    base = statistics.median(samples[reference])
+    results = {}
+    for name, values in samples.items():
+        values.sort()
+        med = statistics.median(values)
+        p10, p90 = values[len(values) // 10], values[len(values) * 9 // 10]
+        results[name] = {"median_ms": round(med, 2), "p10_ms": round(p10, 2),
+                         "p90_ms": round(p90, 2), ratio_key: round(med / base, 3)}
+        print(f"  {name:{width}s} {med:8.2f}  [{p10:.2f}-{p90:.2f}]  x{med / base:.3f}")
+    return results

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import SshRig, interleaved, write_json  # noqa: E402
+from bench.rig import SshRig, interleaved, latency_table, write_json  # noqa: E402
 from testbed.clients.ftplib_socks import SocksFTP  # noqa: E402
 from testbed.net import free_port  # noqa: E402
 from testbed.services.pyftpd import PyFtpd  # noqa: E402
@@ -75,17 +74,9 @@ def main() -> int:
     finally:
         ftp.stop()
         rig.stop()
-    reference = statistics.median(samples["ssh -D"])
     print(f"{args.sessions} sequential ftplib sessions (login + 1 KiB RETR + QUIT), ms per "
           "session: median [p10-p90], ratio vs ssh -D")
-    results = {}
-    for name, values in samples.items():
-        values.sort()
-        med = statistics.median(values)
-        p10, p90 = values[len(values) // 10], values[len(values) * 9 // 10]
-        results[name] = {"median_ms": round(med, 2), "p10_ms": round(p10, 2),
-                         "p90_ms": round(p90, 2), "ratio_vs_ssh_D": round(med / reference, 3)}
-        print(f"  {name:20s} {med:8.2f}  [{p10:.2f}-{p90:.2f}]  x{med / reference:.3f}")
+    results = latency_table(samples, "ssh -D", "ratio_vs_ssh_D", 20)
     write_json(args.json, {"sessions": args.sessions, "results": results})
     return 0
 

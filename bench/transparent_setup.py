@@ -15,14 +15,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import write_json  # noqa: E402
+from bench.rig import latency_table, write_json  # noqa: E402
 from testbed.runner import SOCKS_PORT, ScenarioRun  # noqa: E402
 from testbed.scenario import load  # noqa: E402
 
@@ -75,18 +74,10 @@ def main() -> int:
         print(f"bench: the sessions failed:\n{done.stderr[-2000:]}", file=sys.stderr)
         return 1
     samples: dict[str, list[float]] = json.loads(done.stdout)
-    reference = statistics.median(samples["socks"])
     print(f"{args.sessions} sequential ftplib sessions per mode, interleaved, one daemon "
           "(login + passive NLST + QUIT, FTP server behind the SSH server), ms per session: "
           "median [p10-p90], ratio vs SOCKS")
-    results = {}
-    for name, values in samples.items():
-        values.sort()
-        med = statistics.median(values)
-        p10, p90 = values[len(values) // 10], values[len(values) * 9 // 10]
-        results[name] = {"median_ms": round(med, 2), "p10_ms": round(p10, 2),
-                         "p90_ms": round(p90, 2), "ratio_vs_socks": round(med / reference, 3)}
-        print(f"  {name:12s} {med:8.2f}  [{p10:.2f}-{p90:.2f}]  x{med / reference:.3f}")
+    results = latency_table(samples, "socks", "ratio_vs_socks", 12)
     write_json(args.json, {"sessions": args.sessions, "results": results})
     return 0
 

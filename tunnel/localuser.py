@@ -21,6 +21,7 @@ import struct
 import time
 from collections.abc import Callable
 
+from tunnel.addresses import plain_ip
 from tunnel.users import LocalUser
 
 NETLINK_SOCK_DIAG = 4
@@ -39,10 +40,15 @@ _MSG_UID_OFFSET = 4 + _SOCKID_NET.size + _SOCKID_HOST.size + 12  # after expires
 Endpoint = tuple[str, int]
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    addr = plain_ip(text)
+    if addr is None:
+        raise ValueError(f"{text!r} is not an IP address")
+    return addr
+
+
 def _packed(address: str) -> tuple[int, bytes]:
-    addr = ipaddress.ip_address(address)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    addr = _address(address)
     family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
     return family, addr.packed.ljust(16, b"\0")
 
@@ -86,10 +92,7 @@ def proc_net_uid(table: str, local: Endpoint, remote: Endpoint) -> int | None:
 
 def _proc_endpoint(address: str, port: int) -> str:
     """/proc/net/tcp's form: the address as 32-bit words in host order, in hex."""
-    addr = ipaddress.ip_address(address)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    raw = addr.packed
+    raw = _address(address).packed
     words = struct.unpack(f"={len(raw) // 4}I", raw)
     return "".join(f"{w:08X}" for w in words) + f":{port:04X}"
 

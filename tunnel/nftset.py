@@ -20,6 +20,7 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 
+from tunnel.addresses import plain_ip
 from tunnel.nft import ACTIVE_MAPS, DATA_SETS, TABLE
 
 log = logging.getLogger("tunnel.nftset")
@@ -64,12 +65,9 @@ class _Nftables:
 def elements(client: str, hosts: Iterable[str], port: int) -> dict[str, list[str]]:
     """The set elements for one expected data connection, by set name: one per host the
     client may connect to that is an address of the client's family. Pure."""
-    try:
-        source = ipaddress.ip_address(client)
-    except ValueError:
+    source = plain_ip(client)
+    if source is None:
         return {}
-    if isinstance(source, ipaddress.IPv6Address) and source.ipv4_mapped is not None:
-        source = source.ipv4_mapped
     out: dict[str, list[str]] = {}
     for host in sorted(set(hosts)):
         try:
@@ -91,12 +89,11 @@ def active_element(client: str, port: int, server: str) -> tuple[str, str, str] 
     """(map name, key, value) that makes our connection to client:port come from `server`,
     or None where the two are not addresses of one family. Pure."""
     try:
-        source, target = ipaddress.ip_address(client), ipaddress.ip_address(server)
+        target = ipaddress.ip_address(server)
     except ValueError:
         return None
-    if isinstance(source, ipaddress.IPv6Address) and source.ipv4_mapped is not None:
-        source = source.ipv4_mapped
-    if source.version != target.version:
+    source = plain_ip(client)
+    if source is None or source.version != target.version:
         return None
     return ACTIVE_MAPS[source.version], f"{source} . {port}", str(target)
 

@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 
+from tunnel.addresses import plain_ip
 from tunnel.context import DataOwner
 from tunnel.nftset import Added, NftError
 from tunnel.session import SocksSession
@@ -56,10 +57,12 @@ def original_destination(sock: socket.socket) -> tuple[str, int] | None:
     return None
 
 
+def _plain(host: str) -> str:
+    return str(plain_ip(host) or host)
+
+
 def _same_endpoint(a: tuple[str, int], b: tuple[str, int]) -> bool:
-    def plain(host: str) -> str:
-        return host.removeprefix("::ffff:")
-    return plain(a[0]) == plain(b[0]) and a[1] == b[1]
+    return _plain(a[0]) == _plain(b[0]) and a[1] == b[1]
 
 
 class TransparentSession(SocksSession):
@@ -86,7 +89,7 @@ class TransparentSession(SocksSession):
         host, port = destination
         self.record.dst, self.record.port = host, port
         kind = AddressType.IPV6 if ":" in host else AddressType.IPV4
-        self._begin(Request(5, Command.CONNECT, host.removeprefix("::ffff:"), port, kind))
+        self._begin(Request(5, Command.CONNECT, _plain(host), port, kind))
 
     def arrange_active(self, host: str, port: int) -> None:
         """The client believes it talks to the FTP server, and some clients (ncftp, Java's
