@@ -25,7 +25,10 @@ class AuditRecord:
     ssh_server: str = ""
     ssh_user: str = ""
     user_source: str = ""  # "profile" or "socks" (RFC 1929) - where the SSH user came from
-    last_hop: str = ""  # "local" (the SSH host is the destination), "clear", or "direct"
+    # "local" (the SSH host is the destination), "clear", "direct", or with last_hop_tls
+    # "tls" (control and data), "tls-control" (the server refused PROT P under `try`)
+    last_hop: str = ""
+    last_hop_failure: str = ""  # why the last hop's TLS ended the session
     bytes_up: int = 0
     bytes_down: int = 0
     duration_ms: float = 0.0

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import enum
 import os
+import ssl
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tunnel.errors import ConfigError
+from tunnel.lasthop import LastHopTls, TlsMode, client_context, parse_fingerprint
 from tunnel.rules import Action, DstMatcher, PortSet, Rule, RuleSet
 from tunnel.socks import AuthMethod
 from tunnel.users import UserSet
@@ -164,7 +166,8 @@ def parse(text: str, path: str = "<config>") -> Config:
     profiles = tuple(
         _parse_profile(t, base_dir) for t in root.array_of_tables("profile")
     )
-    rules = [_parse_rule(t, i) for i, t in enumerate(root.array_of_tables("rule"), start=1)]
+    rules = [_parse_rule(t, i, base_dir)
+             for i, t in enumerate(root.array_of_tables("rule"), start=1)]
     root.finish()
     _check_references(profiles, rules, locate)
     return Config(path, proxy, profiles, RuleSet(rules, proxy.unmatched))
@@ -395,7 +398,7 @@ def _users(t: _Table) -> UserSet | None:
         raise t.error("users", str(exc)) from None
 
 
-def _parse_rule(t: _Table, index: int) -> Rule:
+def _parse_rule(t: _Table, index: int, base_dir: str) -> Rule:
     try:
         dst = DstMatcher(t.get("dst", str, "*"))
     except ValueError as exc:
@@ -420,9 +423,42 @@ def _parse_rule(t: _Table, index: int) -> Rule:
         profile=profile,
         fallback_to_plain=t.get("fallback_to_plain", bool, False),
         users=_users(t),
+        last_hop=_last_hop(t, action, base_dir),
     )
     t.finish()
     return rule
+
+
+def _last_hop(t: _Table, action: Action, base_dir: str) -> LastHopTls:
+    mode = t.choice("last_hop_tls", TlsMode, TlsMode.OFF, "off, try, require")
+    ca_file = t.get("last_hop_ca", str, "")
+    pin = t.get("last_hop_fingerprint", str, "")
+    insecure = t.get("last_hop_insecure", bool, False)
+    given = [key for key in ("last_hop_ca", "last_hop_fingerprint", "last_hop_insecure")
+             if key in t.data]
+    if mode is TlsMode.OFF:
+        if given:
+            raise t.error(given[0], "has no effect with last_hop_tls = \"off\" (the default); "
+                          "set last_hop_tls = \"require\" or \"try\"")
+        return LastHopTls()
+    if action is not Action.FTP_TUNNEL:
+        raise t.error("last_hop_tls", f"only the ftp-tunnel action speaks FTP to the server "
+                      f"(this rule's action is {action.value!r})")
+    if len([key for key in given if key != "last_hop_insecure" or insecure]) > 1:
+        raise t.error(given[-1], "choose one way to authenticate the FTP server: "
+                      "last_hop_ca, last_hop_fingerprint or last_hop_insecure")
+    try:
+        fingerprint = parse_fingerprint(pin) if pin else b""
+    except ValueError as exc:
+        raise t.error("last_hop_fingerprint", str(exc)) from None
+    policy = LastHopTls(mode, _resolve_path(ca_file, base_dir) if ca_file else "",
+                        fingerprint, insecure)
+    try:
+        client_context(policy)  # a CA file that cannot be used is a config error, now
+    except (OSError, ssl.SSLError) as exc:
+        raise t.error("last_hop_ca", f"cannot load {policy.ca_file}: "
+                      f"{getattr(exc, 'strerror', None) or exc}") from None
+    return policy
 
 
 def _check_references(profiles: tuple[Profile, ...], rules: list[Rule], locate: _Locator) -> None:

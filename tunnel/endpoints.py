@@ -17,13 +17,13 @@ from tunnel.addresses import is_loopback
 from tunnel.coalesce import CorkedChannel
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_os_error
-from tunnel.relay import Relay, Side
+from tunnel.relay import Side, Sink
 
 
 class _RelayFeed:
     """The callbacks asyncio protocols and asyncssh sessions share, passed to the relay."""
 
-    def __init__(self, relay: Relay, side: Side) -> None:
+    def __init__(self, relay: Sink, side: Side) -> None:
         self.relay = relay
         self.side = side
 
@@ -56,7 +56,7 @@ class TCPEnd(_RelayFeed, asyncio.Protocol):
 class SSHEnd(_RelayFeed, asyncssh.SSHTCPSession[bytes]):
     """A direct-tcpip channel through the SSH server."""
 
-    def __init__(self, relay: Relay, side: Side = Side.SERVER) -> None:
+    def __init__(self, relay: Sink, side: Side = Side.SERVER) -> None:
         super().__init__(relay, side)
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
@@ -66,7 +66,7 @@ class SSHEnd(_RelayFeed, asyncssh.SSHTCPSession[bytes]):
         self.relay.data(self.side, data)
 
 
-async def connect_tcp(relay: Relay, side: Side, host: str, port: int, timeout: float,
+async def connect_tcp(relay: Sink, side: Side, host: str, port: int, timeout: float,
                       what: str) -> asyncio.Transport:
     """A direct TCP connection feeding `side` of the relay. Failures become UpstreamError
     with the SOCKS reply for them (failures.py); `what` names the connection in the text."""

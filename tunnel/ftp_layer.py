@@ -20,6 +20,13 @@ Once logged in it relays, intercepting only:
 - PORT/EPRT: answered 200 by the proxy; the server never sees them. On the next transfer
   command the proxy asks the server for EPSV (or PASV) itself, connects the server's passive
   port through SSH to the client's announced port, then sends the transfer command.
+
+With `last_hop_tls` (lasthop.py) the layer speaks FTPS to the server, never to the client:
+after the server's 220 it sends AUTH TLS and has the glue run the handshake (StartTls,
+answered by `tls_ready`/`tls_failed`); the login then goes over TLS, and after the server's
+230 the layer sets PBSZ 0 / PROT P, so every data connection to the server is TLS too
+(ExpectData.tls, ConnectActive.tls). The client's own PBSZ/PROT/CCC are answered by the proxy:
+a PROT C or a CCC reaching the server would put the last hop back in clear.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from tunnel.ftp_commands import (
 )
 from tunnel.ftp_commands import Note as Note  # re-exported: one of this layer's actions
 from tunnel.ftp_commands import ToClient as ToClient
+from tunnel.lasthop import TlsMode
 
 TRANSFER_VERBS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
 PROXY_FEATURES = ["EPRT", "EPSV", "PASV", "UTF8"]
@@ -91,6 +99,7 @@ class ExpectData:
     announced: str | None
     target_host: str
     port: int
+    tls: bool = False  # the server side of the data connection is TLS (PROT P)
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,7 @@ class ConnectActive:
     server_port: int
     client_host: str
     client_port: int
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,13 +119,31 @@ class Close:
     reason: str
 
 
-Action = ToClient | ToServer | OpenUpstream | ExpectData | ConnectActive | Close | Note
+@dataclass(frozen=True)
+class StartTls:
+    """The server said 234 to AUTH TLS: start the TLS handshake on the control connection,
+    then call `tls_ready` (the server is authenticated) or `tls_failed`."""
+
+
+@dataclass(frozen=True)
+class LastHop:
+    """What protects the last hop, for the audit: "tls", "tls-control" (PROT P refused
+    under `try`: data in clear) or "clear"; `failure` when that ended the session."""
+
+    protection: str
+    failure: str = ""
+
+
+Action = (ToClient | ToServer | OpenUpstream | ExpectData | ConnectActive | Close | Note
+          | StartTls | LastHop)
 
 
 class State(enum.Enum):
     PRE_LOGIN = "pre-login"  # we are the FTP server for now
     CONNECTING = "connecting"  # SSH login and channel open in progress
     REPLAY_GREETING = "replay-greeting"
+    TLS_AUTH = "tls-auth"  # AUTH TLS sent to the server
+    TLS_HANDSHAKE = "tls-handshake"  # the glue runs the handshake
     REPLAY_USER = "replay-user"
     REPLAY_PASS = "replay-pass"
     RELAY = "relay"
@@ -130,23 +158,34 @@ class _Pending(enum.Enum):
     SWALLOW = enum.auto()  # our own replayed command (OPTS): the client never asked
     ACTIVE_EPSV = enum.auto()  # our EPSV for an active transfer: consume
     ACTIVE_PASV = enum.auto()  # our PASV for an active transfer: consume
+    PBSZ = enum.auto()  # our PBSZ 0 after login (last_hop_tls)
+    PROT = enum.auto()  # our PROT P after login (last_hop_tls)
 
 
 class FtpLayer:
     def __init__(self, *, client_host: str, server_host: str, credentials_from_app: bool,
                  send_password: bool = True,
-                 is_client_address: Callable[[str], bool] | None = None) -> None:
+                 is_client_address: Callable[[str], bool] | None = None,
+                 last_hop_tls: TlsMode = TlsMode.OFF) -> None:
         """`client_host`: the SOCKS client's address (PORT may only point there, RFC 2577).
         `server_host`: the FTP server as the client named it, seen from the SSH server.
         `send_password`: whether the SSH login uses the FTP password (profile auth).
         `is_client_address`: a wider test of "the client's own address" (the glue knows
-        which addresses are this host's); default: the client's address or loopback."""
+        which addresses are this host's); default: the client's address or loopback.
+        `last_hop_tls`: FTPS to the server (see the module's text)."""
         self.client_host = client_host
         self._is_client_address = is_client_address or (lambda h: same_host(h, client_host))
         self.server_host = server_host
         self.credentials_from_app = credentials_from_app
         self.send_password = send_password
-        self.state = State.PRE_LOGIN if credentials_from_app else State.RELAY
+        self.last_hop_tls = last_hop_tls
+        # With fixed credentials the client hears the server's greeting itself; under TLS it
+        # waits until the hop is secured, so that the client's USER and PASS go over TLS.
+        self.state = (State.PRE_LOGIN if credentials_from_app
+                      else State.REPLAY_GREETING if last_hop_tls is not TlsMode.OFF
+                      else State.RELAY)
+        self._tls_up = False  # the control connection to the server runs TLS
+        self.data_tls = False  # PROT P accepted: data connections to the server run TLS
         self.user = ""
         self._password: str | None = None
         self._commands = CommandReader()
@@ -171,7 +210,11 @@ class FtpLayer:
             "PASV": self._passive, "EPSV": self._passive,
             "USER": self._relogin, "REIN": self._refuse_rein,
         }
+        if last_hop_tls is not TlsMode.OFF:
+            for verb in ("PBSZ", "PROT", "CCC"):
+                self._intercept[verb] = self._refuse_protection
         self._banner: tuple[str, ...] = ()  # the server's own 220, for the client after login
+        self._greeting_raw = b""  # the same, as sent, for a client with fixed credentials
 
     # -- inputs ------------------------------------------------------------------------------
     def start(self) -> list[Action]:
@@ -241,6 +284,20 @@ class FtpLayer:
                                         f"{user!r}."))]
         return [ToClient(reply_line(421, f"Service not available: {message}")),
                 *self._close(message)]
+
+    def tls_ready(self) -> list[Action]:
+        """The control connection's TLS handshake is done and the server authenticated."""
+        if self.state is not State.TLS_HANDSHAKE:
+            return []
+        self._tls_up = True
+        return [LastHop("tls-control"), *self._after_greeting()]
+
+    def tls_failed(self, message: str) -> list[Action]:
+        """The handshake failed or the server is not the one configured. Nothing of the
+        login has been sent: the password never reaches an impostor."""
+        if self.state is State.CLOSED:
+            return []
+        return self._hop_refused(f"TLS to the FTP server failed: {message}")
 
     def data_connection_reset(self) -> list[Action]:
         """The client reset a data connection while its transfer was under way. The server
@@ -378,6 +435,10 @@ class FtpLayer:
         self._last_reply_code = reply.code
         if self.state is State.REPLAY_GREETING:
             return self._replay_greeting(reply)
+        if self.state is State.TLS_AUTH:
+            return self._auth_reply(reply)
+        if self.state is State.TLS_HANDSHAKE:
+            return self._close(f"the FTP server said {reply.code} during the TLS handshake")
         if self.state is State.REPLAY_USER:
             return self._replay_user(reply)
         if self.state is State.REPLAY_PASS:
@@ -389,6 +450,8 @@ class FtpLayer:
             return [ToClient(reply.raw)]  # unsolicited (a 421 timeout notice)
         kind, command = self._pending.popleft()
         if kind is _Pending.RELAY:
+            if reply.code == 230 and command is not None and command.verb in ("USER", "PASS"):
+                return [ToClient(reply.raw), *self._protect_data()]
             if _is_transfer(command):
                 reset, self._data_reset = self._data_reset, False
                 if reset and reply.code // 100 == 2:
@@ -398,6 +461,8 @@ class FtpLayer:
             return [ToClient(reply.raw)]
         if kind is _Pending.SWALLOW:
             return []
+        if kind in (_Pending.PBSZ, _Pending.PROT):
+            return self._protection_reply(kind, reply)
         if kind is _Pending.PASSIVE:
             return [*self._register_passive(reply), ToClient(reply.raw)]
         return self._active_passive_reply(kind, reply)
@@ -407,9 +472,69 @@ class FtpLayer:
             return []
         if reply.code != 220:
             return [ToClient(reply.raw), *self._close(f"server greeting {reply.code}")]
-        self._banner = reply.lines
-        self.state = State.REPLAY_USER
-        return [ToServer(f"USER {self.user}\r\n".encode())]
+        self._banner, self._greeting_raw = reply.lines, reply.raw
+        if self.last_hop_tls is not TlsMode.OFF:
+            self.state = State.TLS_AUTH
+            return [ToServer(b"AUTH TLS\r\n")]
+        return self._after_greeting()
+
+    def _after_greeting(self) -> list[Action]:
+        """The greeting is in and the hop is as secure as it will be: log in (credentials
+        from the app) or let the client hear the greeting and log in itself."""
+        if self.credentials_from_app:
+            self.state = State.REPLAY_USER
+            return [ToServer(f"USER {self.user}\r\n".encode())]
+        self.state = State.RELAY
+        return [ToClient(self._greeting_raw), *self._release_held()]
+
+    def _auth_reply(self, reply: Reply) -> list[Action]:
+        if reply.preliminary:
+            return []
+        if reply.code == 234:
+            self.state = State.TLS_HANDSHAKE
+            return [StartTls()]
+        said = f"{reply.code} {reply.text[:120]}".strip()
+        if self.last_hop_tls is TlsMode.REQUIRE:
+            return self._hop_refused(f"the FTP server refused AUTH TLS ({said}) and "
+                                     "last_hop_tls = require")
+        return [LastHop("clear"), Note(f"the FTP server refused AUTH TLS ({said}): the last "
+                                       "hop stays in clear (last_hop_tls = try)"),
+                *self._after_greeting()]
+
+    def _hop_refused(self, reason: str) -> list[Action]:
+        return [ToClient(reply_line(421, f"Service not available: {reason}.")),
+                LastHop("clear", failure=reason), *self._close(reason)]
+
+    def _protect_data(self) -> list[Action]:
+        """After the login: PBSZ 0 and PROT P (RFC 4217 §9), before anything the client
+        sends next, so no data connection can open in clear. Sent after login rather than
+        before because every server accepts them there (curl and FileZilla do the same)."""
+        if not self._tls_up or self.data_tls:
+            return []
+        self._pending.append((_Pending.PBSZ, None))
+        self._pending.append((_Pending.PROT, None))
+        return [ToServer(b"PBSZ 0\r\n"), ToServer(b"PROT P\r\n")]
+
+    def _protection_reply(self, kind: _Pending, reply: Reply) -> list[Action]:
+        if kind is _Pending.PBSZ or reply.code // 100 == 2:
+            if kind is _Pending.PROT:
+                self.data_tls = True
+                return [LastHop("tls"), Note("data connections to the FTP server: TLS "
+                                             "(PROT P)")]
+            return []  # PBSZ: its refusal shows in PROT's
+        said = f"{reply.code} {reply.text[:120]}".strip()
+        if self.last_hop_tls is TlsMode.REQUIRE:
+            return self._hop_refused(f"the FTP server refused PROT P ({said}) and "
+                                     "last_hop_tls = require")
+        return [LastHop("tls-control"), Note(f"the FTP server refused PROT P ({said}): data "
+                                             "connections in clear (last_hop_tls = try)")]
+
+    def _refuse_protection(self, command: Command) -> list[Action]:
+        # The client made no AUTH with us (the proxy refuses it), so RFC 4217's answer is
+        # 503; relayed, a PROT C or CCC would undo the last hop's TLS.
+        return [ToClient(reply_line(503, f"{command.verb}: no security exchange on this "
+                                    "connection (the proxy protects the hop to the server "
+                                    "itself)."))]
 
     def _replay_user(self, reply: Reply) -> list[Action]:
         if reply.code == 331 and self._password is not None:
@@ -435,6 +560,7 @@ class FtpLayer:
         out: list[Action] = [ToClient(said), Note(f"FTP login as {self.user!r}: "
                                                   f"{reply.code}")]
         if reply.code == 230:
+            out += self._protect_data()
             for command in self._replay_opts:
                 self._pending.append((_Pending.SWALLOW, command))
                 out.append(ToServer(command.encode()))
@@ -449,9 +575,9 @@ class FtpLayer:
                 # SSH server's connections elsewhere (the server side of an FTP bounce). The
                 # client's data request may still name the announced address.
                 host, port = parse_227(reply.text)
-                return [ExpectData(host, self.server_host, port)]
+                return [ExpectData(host, self.server_host, port, self.data_tls)]
             if reply.code == 229:
-                return [ExpectData(None, self.server_host, parse_229(reply.text))]
+                return [ExpectData(None, self.server_host, parse_229(reply.text), self.data_tls)]
         except FtpError as exc:
             return [Note(f"server passive reply unusable: {exc}")]
         return []
@@ -475,7 +601,7 @@ class FtpLayer:
         except FtpError as exc:
             return self.active_ready(False, str(exc))
         self._active = None  # PORT covers one transfer (RFC 959 §3.2 resets to default)
-        return [ConnectActive(server[0], server[1], client_host, client_port)]
+        return [ConnectActive(server[0], server[1], client_host, client_port, self.data_tls)]
 
     def _close(self, reason: str) -> list[Action]:
         self.state = State.CLOSED

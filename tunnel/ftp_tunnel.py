@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from typing import cast
 
 import asyncssh
@@ -27,14 +28,18 @@ from tunnel.ftp_layer import (
     ConnectActive,
     ExpectData,
     FtpLayer,
+    LastHop,
     Note,
     OpenUpstream,
+    StartTls,
     ToClient,
     ToServer,
 )
-from tunnel.relay import Relay, Side
+from tunnel.lasthop import PLAIN, LastHopTls, check_peer, client_context
+from tunnel.relay import Relay, Side, Sink
 from tunnel.socks import Request
 from tunnel.ssh import Lease, Login
+from tunnel.tls_pipe import TlsPipe, TlsServerSide
 
 log = logging.getLogger("tunnel.ftp")
 
@@ -78,16 +83,21 @@ class _ControlChannel(asyncssh.SSHTCPSession[bytes]):
 
 class FtpTunnel:
     def __init__(self, session: HandlerSession, profile: Profile, request: Request,
-                 fallback_to_plain: bool) -> None:
+                 fallback_to_plain: bool, last_hop: LastHopTls = PLAIN) -> None:
         self.session = session
         self.profile = profile
         self.request = request
         self.fallback_to_plain = fallback_to_plain
         self.ssh_host = profile.host or request.host
+        self.last_hop = last_hop
         self.layer = FtpLayer(client_host=session.client_ip, server_host=request.host,
                               credentials_from_app=profile.user_from_app,
                               send_password="password" in profile.auth,
-                              is_client_address=self._is_client_address)
+                              is_client_address=self._is_client_address,
+                              last_hop_tls=last_hop.mode)
+        # The control connection's TLS to the FTP server, once the server said 234.
+        self._tls: TlsPipe | None = None
+        self._tls_context: ssl.SSLContext | None = None
         self.user = profile.user
         self.lease: Lease | None = None  # None with a direct (fallback) control connection
         self._server: asyncio.Transport | asyncssh.SSHTCPChannel[bytes] | None = None
@@ -107,6 +117,10 @@ class FtpTunnel:
         rec = session.record
         rec.ssh_server = f"{self.ssh_host}:{profile.port}"
         rec.last_hop = "local" if self.ssh_host == request.host else "clear"
+        if last_hop.insecure:
+            log.warning("ftp session %d: the FTP server's TLS certificate is not checked "
+                        "(last_hop_insecure = true): anyone between the SSH server and %s "
+                        "can read and change this session", session.id, request.host)
         rec.user_source = "ftp" if profile.user_from_app else "profile"
 
     def _is_client_address(self, host: str) -> bool:
@@ -164,7 +178,61 @@ class FtpTunnel:
         if not self._started:  # fixed-user mode: the SOCKS reply must go out first
             self._early.append(data)
             return
+        if self._tls is not None:
+            data = self._decrypt(self._tls, data)
+            if not data:
+                return
         self._run(self.layer.server_data(data))
+
+    # -- TLS to the FTP server (last_hop_tls) -------------------------------------------------
+    def _start_tls(self) -> None:
+        try:
+            self._tls_context = client_context(self.last_hop)
+            self._tls = TlsPipe(self._tls_context, self.request.host)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._run(self.layer.tls_failed(f"cannot set up TLS: {exc}"))
+            return
+        self._write_server(self._tls.start())
+
+    def _decrypt(self, pipe: TlsPipe, data: bytes) -> bytes:
+        """The server's TLS bytes in, the plaintext for the layer out; the end of the
+        handshake checks the server and tells the layer."""
+        try:
+            got = pipe.receive(data)
+        except ssl.SSLError as exc:
+            self._run(self.layer.tls_failed(_tls_reason(exc)))
+            return b""
+        if got.to_send:
+            self._write_server(got.to_send)
+        if got.handshake_done:
+            refused = check_peer(self.last_hop, pipe.peer_certificate)
+            if refused is not None:
+                self._run(self.layer.tls_failed(refused))
+                return b""
+            log.info("ftp session %d: %s to the FTP server %s (%s)", self.session.id,
+                     pipe.version, self.request.host, self.last_hop.authentication())
+            self._run(self.layer.tls_ready())
+        return got.plaintext
+
+    def _write_server(self, data: bytes) -> None:
+        if self._server is not None and data:
+            self._server.write(data)
+            self.bytes_up += len(data)
+
+    def _data_tls(self, relay: Relay) -> Sink:
+        """The server side of a data connection in TLS, resuming the control connection's
+        session (servers refuse a data connection from a client that does not)."""
+        assert self._tls is not None and self._tls_context is not None
+        pipe = TlsPipe(self._tls_context, self.request.host, session=self._tls.tls.session)
+
+        def check(done: TlsPipe) -> str | None:
+            refused = check_peer(self.last_hop, done.peer_certificate)
+            if refused is None and not done.tls.session_reused:
+                log.info("ftp session %d: the FTP server did not resume the TLS session on "
+                         "a data connection", self.session.id)
+            return refused
+
+        return TlsServerSide(relay, pipe, check)
 
     def server_closed(self, lost: bool = False) -> None:
         self._turn.end()
@@ -182,7 +250,8 @@ class FtpTunnel:
         announcement is kept; an older one was abandoned by the client."""
         self._drop_prepared()
         relay = Relay(schedule=asyncio.get_running_loop().call_soon)
-        task = asyncio.get_running_loop().create_task(self.connect_data(host, port, relay))
+        task = asyncio.get_running_loop().create_task(
+            self.connect_data(host, port, relay, self.layer.data_tls))
         self._prepared = (host, port, relay, task)
 
     async def claim_data(self, host: str, port: int) -> tuple[Lease | None, Relay]:
@@ -194,7 +263,7 @@ class FtpTunnel:
         if prepared is not None:
             self._prepared = prepared
         relay = Relay(schedule=asyncio.get_running_loop().call_soon)
-        return await self.connect_data(host, port, relay), relay
+        return await self.connect_data(host, port, relay, self.layer.data_tls), relay
 
     def _drop_prepared(self) -> None:
         prepared, self._prepared = self._prepared, None
@@ -209,15 +278,18 @@ class FtpTunnel:
             task.cancel()
         relay.close()
 
-    async def connect_data(self, host: str, port: int, relay: Relay) -> Lease | None:
+    async def connect_data(self, host: str, port: int, relay: Relay,
+                           tls: bool = False) -> Lease | None:
         """Open the server side of a data connection the way the control connection went:
-        a channel on the same SSH connection, or direct under fallback."""
+        a channel on the same SSH connection, or direct under fallback; in TLS after the
+        server accepted PROT P."""
+        feeds: Sink = self._data_tls(relay) if tls else relay
         if self.lease is None:
-            await connect_tcp(relay, Side.SERVER, host, port,
+            await connect_tcp(feeds, Side.SERVER, host, port,
                               self.session.config.proxy.connect_timeout, "direct data connection")
             return None
         _, _, lease = await self.session.ctx.pool.open_channel_on(
-            self.lease, host, port, lambda: SSHEnd(relay))
+            self.lease, host, port, lambda: SSHEnd(feeds))
         return lease
 
     def register_bind(self, bind_session: BindSession) -> tuple[str, int]:
@@ -257,7 +329,8 @@ class FtpTunnel:
             return
         relay = Relay(finished, schedule=asyncio.get_running_loop().call_soon)
         try:
-            lease = await self.connect_data(order.server_host, order.server_port, relay)
+            lease = await self.connect_data(order.server_host, order.server_port, relay,
+                                            order.tls)
             if lease is not None:
                 leases.append(lease)
             self.session.arrange_active(order.client_host, order.client_port)
@@ -278,7 +351,7 @@ class FtpTunnel:
         reserved.close()
         try:
             lease = await self.connect_data(order.server_host, order.server_port,
-                                            bind_session.relay)
+                                            bind_session.relay, order.tls)
         except UpstreamError as exc:
             bind_session.close()
             self._run(self.layer.active_ready(False, str(exc)))
@@ -296,9 +369,8 @@ class FtpTunnel:
                 self.session.write(action.data)
                 self.bytes_down += len(action.data)
             elif isinstance(action, ToServer):
-                if self._server is not None:
-                    self._server.write(action.data)
-                    self.bytes_up += len(action.data)
+                self._write_server(self._tls.send(action.data) if self._tls is not None
+                                   else action.data)
             elif isinstance(action, ExpectData):
                 hosts = {self.request.host, action.target_host}
                 if action.announced:
@@ -318,6 +390,13 @@ class FtpTunnel:
                 self._spawn(self._active(action))
             elif isinstance(action, Note):
                 log.info("ftp session %d: %s", self.session.id, action.message)
+            elif isinstance(action, StartTls):
+                self._start_tls()
+            elif isinstance(action, LastHop):
+                self.session.record.last_hop = action.protection
+                if action.failure:
+                    self.session.record.last_hop_failure = action.failure
+                    log.warning("ftp session %d: %s", self.session.id, action.failure)
             elif isinstance(action, Close):
                 self.close(action.reason)
 
@@ -378,3 +457,11 @@ class FtpTunnel:
                                              self.request.port)
         except OSError as exc:
             raise UpstreamError(f"direct connect failed: {exc}", reply_for_os_error(exc)) from None
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    """What the operator needs from an SSL error: OpenSSL's verification message when there
+    is one ("certificate verify failed: unable to get local issuer certificate")."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    return str(exc.reason or exc)

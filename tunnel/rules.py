@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tunnel.lasthop import PLAIN, LastHopTls
 from tunnel.users import LocalUser, UserSet
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -140,6 +141,7 @@ class Rule:
     profile: str | None = None
     fallback_to_plain: bool = False
     users: UserSet | None = None  # only these local users' connections match (users.py)
+    last_hop: LastHopTls = PLAIN  # ftp-tunnel: FTPS to the FTP server (lasthop.py)
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ class Decision:
     address: IPAddress | None = None  # the resolved address that matched, if any
     # The first rule that matched the destination but is for other local users.
     passed_over: str | None = None
+    last_hop: LastHopTls = PLAIN
 
     def describe(self) -> str:
         if self.rule_id is None:
@@ -204,4 +207,5 @@ class RuleSet:
 
     @staticmethod
     def _decision(rule: Rule, how: MatchedBy, addr: IPAddress | None = None) -> Decision:
-        return Decision(rule.action, rule.id, how, rule.profile, rule.fallback_to_plain, addr)
+        return Decision(rule.action, rule.id, how, rule.profile, rule.fallback_to_plain, addr,
+                        last_hop=rule.last_hop)

@@ -349,7 +349,7 @@ class SocksSession(asyncio.Protocol):
         if action is Action.FTP_TUNNEL:
             assert decision.profile is not None
             self.ftp = FtpTunnel(self, self.config.profile(decision.profile), request,
-                                 decision.fallback_to_plain)
+                                 decision.fallback_to_plain, decision.last_hop)
             return await self.ftp.prepare()
         if action is Action.FTP_SFTP:
             assert decision.profile is not None
