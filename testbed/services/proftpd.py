@@ -8,20 +8,36 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from testbed.services.base import PKG_ROOT, Service
+from testbed.tlsca import ServerTls
 
 PROFTPD = PKG_ROOT / "proftpd-core/usr/sbin/proftpd"
+# mod_tls is not in proftpd-core on bookworm but in proftpd-mod-crypto (ci/setup unpacks it).
+TLS_MODULES = PKG_ROOT / "proftpd-mod-crypto/usr/lib/proftpd"
+
+
+def tls_lines(tls: ServerTls, workdir: Path) -> list[str]:
+    """mod_tls, explicit FTPS required on control and data (TLSRequired on). TLSOptions is
+    left empty on purpose: without NoSessionReuseRequired, a data connection must resume
+    the control connection's TLS session ("450 ... unable to reuse TLS session")."""
+    protocols = "TLSv1.2" if tls.max_version == "1.2" else "TLSv1.2 TLSv1.3"
+    return [
+        f"ModulePath {TLS_MODULES}", "LoadModule mod_tls.c", "TLSEngine on",
+        "TLSRequired on", f"TLSECCertificateFile {tls.cert}",
+        f"TLSECCertificateKeyFile {tls.key}", f"TLSProtocol {protocols}",
+        "TLSVerifyClient off", f"TLSLog {workdir}/tls.log",
+    ]
 
 
 class Proftpd(Service):
     def __init__(self, workdir: Path, port: int, host: str = "0.0.0.0",
                  passive_ports: tuple[int, int] = (30000, 30999),
-                 prefix: Sequence[str] = ()) -> None:
+                 prefix: Sequence[str] = (), tls: ServerTls | None = None) -> None:
         self.host, self.port = host, port
         workdir.mkdir(parents=True, exist_ok=True)
         workdir.chmod(0o755)  # proftpd refuses a world-writable scoreboard directory
         self.command_log = workdir / "commands.log"
         config = workdir / "proftpd.conf"
-        config.write_text("\n".join([
+        config.write_text("\n".join([*(tls_lines(tls, workdir) if tls else []),
             'ServerName "testbed proftpd"', "ServerType standalone", "DefaultServer on",
             # Without DefaultAddress proftpd resolves the machine's host name, which a
             # namespace's /etc/hosts does not carry: "no valid servers configured".
@@ -45,5 +61,9 @@ class Proftpd(Service):
             return ""
 
     @staticmethod
-    def available() -> str | None:
-        return None if PROFTPD.exists() else f"{PROFTPD} is missing (ci/setup unpacks it)"
+    def available(tls: bool = False) -> str | None:
+        if not PROFTPD.exists():
+            return f"{PROFTPD} is missing (ci/setup unpacks it)"
+        if tls and not (TLS_MODULES / "mod_tls.so").exists():
+            return f"{TLS_MODULES}/mod_tls.so is missing (ci/setup unpacks proftpd-mod-crypto)"
+        return None
