@@ -6,7 +6,8 @@ reassembles every TCP stream per direction (by sequence number, so retransmissio
 reordering do not hide or invent a needle) and the verdicts search them.
 
 Every verdict has a positive control: a capture that saw no packet fails, `encrypted` must
-see the SSH banner, `cleartext` must see every needle.
+see the SSH banner, `cleartext` must see every needle, `tls` must see a TLS handshake on an
+FTP control connection.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed import tlswire
 from testbed.backends.base import LinkBackend
 
 SSH_BANNER = b"SSH-2.0-"
@@ -205,13 +207,27 @@ def no_bypass(captures: Sequence[Capture], client: Sequence[str],
 
 def link_state(capture: Capture, needles: Sequence[bytes]) -> str:
     """What a link's capture showed, for the report's picture: "clear" (a needle in
-    clear), "encrypted" (the SSH banner and no needle), "silent" (no packet), or "other"
-    (traffic, but neither: no SSH, no secret)."""
+    clear), "encrypted" (the SSH banner and no needle), "tls" (no SSH, no needle, and an
+    FTP connection that turned to TLS), "silent" (no packet), or "other" (traffic, but
+    none of those)."""
     if not capture.packets:
         return "silent"
     if _found(capture, needles):
         return "clear"
-    return "encrypted" if _found(capture, [SSH_BANNER]) else "other"
+    if _found(capture, [SSH_BANNER]):
+        return "encrypted"
+    return "tls" if any(_starts_tls(data) for data in capture.streams().values()) else "other"
+
+
+def _starts_tls(data: bytes) -> bool:
+    """The stream's bytes from a `234` reply or an AUTH line on, or from the start, are TLS
+    handshake records: a cheap look for the report, not a verdict."""
+    for start in (0, *(m.end() for m in tlswire.AUTH_LINE.finditer(data)),
+                  *(m.end() for m in tlswire.REPLY_234.finditer(data))):
+        if data[start:start + 1] == bytes([tlswire.HANDSHAKE]) and \
+                data[start + 1:start + 2] == b"\x03":
+            return True
+    return False
 
 
 def bypass_flows(captures: Sequence[Capture], client: Sequence[str],
@@ -237,3 +253,114 @@ def only_port(capture: Capture, port: int, check: str = "only_ssh") -> Verdict:
 
 def _show(needles: Iterable[bytes]) -> str:
     return ", ".join(repr(n[:24]) for n in needles)
+
+
+# --- the `tls` verdict ----------------------------------------------------------------------
+
+@dataclass
+class _Connection:
+    """One TCP connection with the TLS server at one end: bytes each way."""
+
+    name: str  # "10.77.2.1:40112->10.77.2.2:21", client side first
+    server_port: int
+    to_server: bytes
+    to_client: bytes
+
+
+def _connections(capture: Capture, server: Sequence[str], skip_ports: Iterable[int]
+                 ) -> list[_Connection]:
+    """Every connection with one of the server's addresses at one end, but not on a port of
+    another service of that host (sshd on the FTP host is not FTP)."""
+    streams, skip, seen = capture.streams(), set(skip_ports), set()
+    found = []
+    for src, sport, dst, dport in sorted(streams):
+        if dst in server:
+            peer, pport, addr, port = src, sport, dst, dport
+        elif src in server:
+            peer, pport, addr, port = dst, dport, src, sport
+        else:
+            continue
+        key = (peer, pport, addr, port)
+        if key in seen or port in skip:
+            continue
+        seen.add(key)
+        # Whoever opened it (active mode: the server), the TLS client is the FTP client.
+        found.append(_Connection(f"{peer}:{pport}<->{addr}:{port}", port,
+                                 streams.get((peer, pport, addr, port), b""),
+                                 streams.get((addr, port, peer, pport), b"")))
+    return found
+
+
+def _control_handshake(conn: _Connection) -> tlswire.Handshake:
+    """An explicit FTPS control connection's handshake; NotTls if any of it is clear FTP."""
+    _, client_tls, _, server_tls = tlswire.explicit_split(conn.to_server, conn.to_client)
+    seen = tlswire.handshake(client_tls, server_tls)
+    if seen.client is None or seen.server is None:
+        missing = "ClientHello" if seen.client is None else "ServerHello"
+        raise tlswire.NotTls(f"no {missing} after AUTH TLS")
+    return seen
+
+
+def _names_server(seen: tlswire.Handshake, name: str) -> tuple[bool, str]:
+    """(d): the certificate (TLS <= 1.2) or, in TLS 1.3 where it is encrypted, the SNI."""
+    wanted = {name, f"{name}-v6"}
+    if seen.certificates:
+        cns, sans = tlswire.certificate_names(seen.certificates[0])
+        ok = bool(wanted & {*cns, *sans})
+        return ok, (f"certificate CN {', '.join(cns) or 'none'}, SAN {', '.join(sans) or 'none'}"
+                    + ("" if ok else f": does not name {name!r}"))
+    sni = seen.client.server_name if seen.client else None
+    ok = seen.tls13 and sni in wanted
+    return ok, (f"certificate not visible ({seen.server.version_name if seen.server else '?'}"
+                f"), SNI {sni!r}" + ("" if ok else f": want {name!r}"))
+
+
+def tls(capture: Capture, needles: Sequence[bytes], server: Sequence[str], port: int,
+        name: str, skip_ports: Iterable[int] = ()) -> Verdict:
+    """The link carries FTP to `server` (its addresses; `port` its control port) only as
+    TLS: (a) a TLS handshake on every control connection after AUTH TLS, (b) every other
+    connection with the server (data, either way) TLS records from its first byte, none
+    clear, (c) no needle in clear, (d) the certificate naming `name` (TLS <= 1.2), or in
+    TLS 1.3, where it is encrypted, the ClientHello's SNI naming it."""
+    early = _no_packets("tls", capture)
+    if early:
+        return early
+    connections = _connections(capture, server, skip_ports)
+    controls = [c for c in connections if c.server_port == port]
+    if not controls:
+        return Verdict("tls", capture.link, False, f"no FTP control connection to port {port} "
+                       f"of {', '.join(server)} (positive control failed: nothing to judge)")
+    failures, shown = [], []
+    first: tlswire.Handshake | None = None
+    for conn in controls:
+        try:
+            seen = _control_handshake(conn)
+        except tlswire.NotTls as exc:
+            failures.append(f"control {conn.name}: {exc}")
+            continue
+        first = first or seen
+    resumed = clear_free = 0
+    data = [c for c in connections if c.server_port != port]
+    for conn in data:
+        if not conn.to_server and not conn.to_client:
+            continue  # opened and closed with nothing said: nothing leaked
+        try:
+            seen = tlswire.handshake(conn.to_server, conn.to_client)
+        except tlswire.NotTls as exc:
+            failures.append(f"data {conn.name}: clear, {exc}")
+            continue
+        clear_free += 1
+        resumed += seen.resumed
+    found = _found(capture, needles)
+    if found:
+        failures.append(f"{len(found)} of {len(needles)} needles in clear: {_show(found)}")
+    if first is not None:
+        named, said = _names_server(first, name)
+        if not named:
+            failures.append(said)
+        shown.append(f"{first.server.version_name if first.server else '?'} on "
+                     f"{len(controls)} control connection{'s' * (len(controls) > 1)}; {said}")
+    shown.append(f"{clear_free} of {len(data)} data connections TLS ({resumed} resumed)")
+    detail = "; ".join(shown) + (f"; FAIL: {'; '.join(failures[:4])}" if failures else
+                                 f"; 0 of {len(needles)} needles in clear")
+    return Verdict("tls", capture.link, not failures, detail)

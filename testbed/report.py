@@ -25,6 +25,8 @@ from testbed.runner import Result
 # and the word is on the link too.
 LINK_STYLES = {
     "encrypted": ("#1f6fb4", "encrypted (SSH banner, no secret in clear)"),
+    # Bluish green (Okabe-Ito): protected like "encrypted", but by FTPS, not SSH.
+    "tls": ("#009e73", "TLS (FTPS: AUTH TLS, then TLS records; no secret in clear)"),
     "clear": ("#d55e00", "clear (a password, file or directory name readable)"),
     "other": ("#7a7a7a", "traffic, neither SSH nor a secret"),
     "silent": ("#b0b0b0", "captured, no packet"),

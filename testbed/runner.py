@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from testbed import backends, capture, faults, tcpstats
+from testbed import backends, capture, faults, tcpstats, tlsca
 from testbed.backends.base import LinkBackend
 from testbed.backends.docker import DockerBackend
 from testbed.backends.netns import NetnsBackend
@@ -32,12 +32,14 @@ from testbed.clients import drivers
 from testbed.clients.gate import StartGate
 from testbed.proxy import TunnelProxy, tunnel_argv
 from testbed.scenario import CAPTURE_FAULTS, Check, Scenario, Step
+from testbed.scenario import Service as ScenarioService
 from testbed.services.base import Service, proc_status_kib, wait_listening
 from testbed.services.proftpd import Proftpd
 from testbed.services.pureftpd import PureFtpd
 from testbed.services.pyftpd import PyFtpd
 from testbed.services.sshd import Sshd, keygen
 from testbed.services.vsftpd import Vsftpd
+from testbed.tlsca import RunPki, ServerTls
 from testbed.users import ensure_user
 
 SOCKS_PORT = 1080
@@ -158,6 +160,7 @@ class ScenarioRun:
         self.by_kind: dict[str, Service] = {}
         self.result = Result(scenario, out_dir=self.out)
         self.downloads: list[Path] = []
+        self.pki: RunPki | None = None  # the run's CAs and TLS services' certificates
 
     # -- the run -----------------------------------------------------------------------------
     def bring_up(self) -> None:
@@ -266,10 +269,24 @@ class ScenarioRun:
         path.chmod(mode)  # after chown, which may clear set-id bits
         self.placed[path.name] = (hashlib.sha256(content).hexdigest(), mode)
 
+    def _make_pki(self) -> None:
+        """The run's CAs and a certificate for each TLS service's host, naming its addresses
+        as this backend placed them (docker moves subnets, local uses loopback)."""
+        hosts = {svc.host: (self._addresses(svc.host), svc.tls_ca)
+                 for svc in self.scenario.services if svc.tls}
+        self.pki = tlsca.write_run_pki(self.out / "tls", hosts) if hosts else None
+
+    def _server_tls(self, svc: ScenarioService) -> ServerTls | None:
+        if not svc.tls or self.pki is None:
+            return None
+        made = self.pki.servers[svc.host]
+        return ServerTls(made.cert, made.key, svc.tls_max)
+
     def _start_services(self) -> None:
         key = keygen(self.out / "id_ed25519", "scenario-client")
         self.key = key
         known = []
+        self._make_pki()
         for svc in self.scenario.services:
             prefix = self.backend.exec_prefix(svc.host)
             workdir = self.out / f"{svc.kind}-{svc.host}"
@@ -290,13 +307,14 @@ class ScenarioRun:
                                  masquerade_address=svc.masquerade_address)
             elif svc.kind == "vsftpd":
                 service = Vsftpd(workdir, self.site, svc.port,
-                                 host=self._bind(svc.host, "0.0.0.0"), prefix=prefix)
+                                 host=self._bind(svc.host, "0.0.0.0"), prefix=prefix,
+                                 tls=self._server_tls(svc))
             elif svc.kind == "proftpd":
                 service = Proftpd(workdir, svc.port, self.scenario.topology.address(svc.host),
-                                  prefix=prefix)
+                                  prefix=prefix, tls=self._server_tls(svc))
             else:
                 service = PureFtpd(workdir, svc.port, host=self._bind(svc.host, "0.0.0.0"),
-                                   prefix=prefix)
+                                   prefix=prefix, tls=self._server_tls(svc))
             self.services.append(service.start())
             self.by_kind[svc.kind] = service
         self.known_hosts = self.out / "known_hosts"
@@ -337,6 +355,8 @@ class ScenarioRun:
                 values[f"{svc.kind.replace('-', '_')}_port"] = str(svc.port)
             if any(svc.kind != "sshd" for svc in self.scenario.services):
                 values["ftp_port"] = str(self._ftp_port())
+            if self.pki is not None:
+                values.update(tls_placeholders(self.pki))
             body = proxy.config.format(**values)
             tunnel = TunnelProxy(self.out / "tunnel", body, port=SOCKS_PORT,
                                  host=self.backend.socks_host(proxy.host), prefix=prefix,
@@ -662,7 +682,8 @@ class ScenarioRun:
         by_link = {c.link: c for c in captures}
         name = f"{check.verdict}({check.link or check.service})" if (
             check.link or check.service) else check.verdict
-        if check.verdict in ("encrypted", "cleartext", "no_bypass", "only_ssh") and not captures:
+        if check.verdict in ("encrypted", "cleartext", "no_bypass", "only_ssh", "tls") and \
+                not captures:
             why = self.backend.capture_unavailable or "capture = false in this scenario"
             return Outcome(name, "n/a", Verdict(check.verdict, check.link, True,
                                                 f"not judged: {why}"))
@@ -695,6 +716,8 @@ class ScenarioRun:
             verdict = capture.only_port(by_link[check.link], self.scenario.service("sshd").port)
         elif check.verdict == "cleartext":
             verdict = capture.cleartext(by_link[check.link], self.needles.all())
+        elif check.verdict == "tls":
+            verdict = self._tls(check, by_link[check.link])
         elif check.verdict == "no_bypass":
             client = self.scenario.proxy.client_host
             ftp_host = next(s.host for s in self.scenario.services if s.kind != "sshd")
@@ -706,6 +729,14 @@ class ScenarioRun:
         else:
             verdict = self._integrity()
         return Outcome(name, check.expect, verdict)
+
+    def _tls(self, check: Check, taken: Capture) -> Verdict:
+        """`tls` on the check's link, for its server's TLS service; the ports of that host's
+        other services are not FTP to it."""
+        svc = next(s for s in self.scenario.services if s.tls and s.host == check.server)
+        others = [s.port for s in self.scenario.services if s.host == svc.host and s != svc]
+        return capture.tls(taken, self.needles.all(), self._addresses(svc.host), svc.port,
+                           svc.host, others)
 
     def _describe_links(self, captures: list[Capture]) -> None:
         by_link = {c.link: c for c in captures}
@@ -773,6 +804,16 @@ class ScenarioRun:
                 proc.kill()
         for service in reversed(self.services):
             service.stop()
+
+
+def tls_placeholders(pki: RunPki) -> dict[str, str]:
+    """{tls_ca}: the run CA's PEM (the output folder is at the same path in containers);
+    {tls_fingerprint}: the first TLS service's leaf; {tls_fingerprint_<host>} each one's."""
+    values = {"tls_ca": str(pki.ca), "tls_other_ca": str(pki.other_ca)}
+    for host, print_ in pki.fingerprints.items():
+        values.setdefault("tls_fingerprint", print_)
+        values[f"tls_fingerprint_{host}"] = print_
+    return values
 
 
 def write_junit(results: list[Result], path: Path) -> None:

@@ -26,7 +26,11 @@ DEFAULT_OPS = ("upload", "download", "list")
 OPS = (*DEFAULT_OPS, "wait", "upload-reset", "late-list")
 FTPLIB_ONLY_OPS = ("wait", "upload-reset", "late-list")
 CHECKS = ("encrypted", "cleartext", "no_bypass", "only_ssh", "integrity", "log", "lost",
-          "memory", "secrets", "listen_drops", "file")
+          "memory", "secrets", "listen_drops", "file", "tls")
+# FTP servers that can require explicit FTPS (`tls = true`), and the keys that go with it.
+TLS_KINDS = ("vsftpd", "proftpd", "pure-ftpd")
+TLS_CAS = ("run", "other")  # who signs the certificate: the run CA, or an impostor's
+TLS_MAX = ("", "1.2")
 # What a `file` check wants under its name: the `[[file]]` placed there, byte for byte and
 # mode for mode; the payload the steps move; or no file at all.
 HOLDS = ("placed", "payload", "nothing")
@@ -59,6 +63,13 @@ class Service:
     # pyftpdlib: the address its 227 replies announce instead of its own (a server behind
     # NAT that announces its outside address, or a private one it cannot be reached at).
     masquerade_address: str = ""
+    # Explicit FTPS required on control and data, with a certificate from the run CA
+    # (tls_ca = "run") or from an unrelated one ("other": an impostor), at most TLS
+    # `tls_max` ("" = what the server's OpenSSL offers, "1.2": a capture can read the
+    # certificate).
+    tls: bool = False
+    tls_ca: str = "run"
+    tls_max: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,7 @@ class Check:
     holds: str = ""  # for `file`: placed | payload | nothing (see HOLDS)
     mode: int | None = None  # for `file`: its permission bits (st_mode & 0o7777) must be these
     after_step: int = 0  # for `file`: judge the files as they are after step N (0: the end)
+    server: str = ""  # for `tls`: the host whose TLS service it judges (default: on the link)
 
 
 @dataclass(frozen=True)
@@ -235,7 +247,12 @@ def load(path: Path) -> Scenario:
             raise ScenarioError(path, f"service[{i}].masquerade_address",
                                 "an IPv4 address, for kind = \"pyftpdlib\" only")
         services.append(Service(kind, host, int(spec.get("port", 22 if kind == "sshd" else 21)),
-                                bool(spec.get("permit_foreign_addresses", False)), masquerade))
+                                bool(spec.get("permit_foreign_addresses", False)), masquerade,
+                                **_tls_keys(path, i, kind, spec)))
+    tls_hosts = [s.host for s in services if s.tls]
+    if len(tls_hosts) != len(set(tls_hosts)):
+        raise ScenarioError(path, "service", "one TLS service per host (its certificate "
+                            "and {tls_fingerprint_<host>} are the host's)")
     proxy_data = data.get("proxy", {})
     proxy = Proxy(_choice(path, "proxy.kind", proxy_data.get("kind", "none"), PROXY_KINDS),
                   proxy_data.get("host", "client"), proxy_data.get("ssh", "ssh"),
@@ -316,6 +333,8 @@ def load(path: Path) -> Scenario:
                       tuple(spec.get("between", ())), float(spec.get("max_mib", 0)))
         if check.verdict == "file":
             check = _file_check(path, i, spec, check, files, len(steps))
+        if check.verdict == "tls":
+            check = _tls_check(path, i, spec, check, topology, services)
         if check.between and (len(check.between) != 2
                               or any(h not in topology.hosts for h in check.between)):
             raise ScenarioError(path, f"check[{i}].between", "name two hosts of the topology")
@@ -330,7 +349,7 @@ def load(path: Path) -> Scenario:
             raise ScenarioError(path, f"check[{i}].service",
                                 f"{check.service!r} is not a service kind or one of "
                                 f"{', '.join(PROXY_LOGS)}")
-        if check.verdict in ("encrypted", "cleartext", "only_ssh", "lost") or (
+        if check.verdict in ("encrypted", "cleartext", "only_ssh", "lost", "tls") or (
                 check.verdict == "no_bypass" and check.link):
             try:
                 topology.link(check.link)
@@ -369,3 +388,37 @@ def _file_check(path: Path, i: int, spec: dict[str, Any], check: Check,
     for pattern in check.absent:
         _file_name(path, f"{key}.absent", pattern)
     return dataclasses.replace(check, name=name, holds=holds, mode=mode, after_step=after)
+
+
+def _tls_keys(path: Path, i: int, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A service's `tls`, `tls_ca` and `tls_max`: the last two only with the first."""
+    key = f"service[{i}]"
+    tls = spec.get("tls", False)
+    if not isinstance(tls, bool):
+        raise ScenarioError(path, f"{key}.tls", f"{tls!r} is not true or false")
+    if tls and kind not in TLS_KINDS:
+        raise ScenarioError(path, f"{key}.tls", f"kind {kind!r} has no TLS here; one of "
+                            f"{', '.join(TLS_KINDS)}")
+    for name in ("tls_ca", "tls_max"):
+        if name in spec and not tls:
+            raise ScenarioError(path, f"{key}.{name}", "only with tls = true")
+    return {"tls": tls,
+            "tls_ca": _choice(path, f"{key}.tls_ca", spec.get("tls_ca", "run"), TLS_CAS),
+            "tls_max": _choice(path, f"{key}.tls_max", spec.get("tls_max", ""), TLS_MAX)}
+
+
+def _tls_check(path: Path, i: int, spec: dict[str, Any], check: Check, topology: Topology,
+               services: list[Service]) -> Check:
+    """A `tls` check's `server`: a host with a TLS service; by default the one on the link."""
+    key = f"check[{i}]"
+    try:
+        ends = topology.link(check.link).hosts
+    except TopologyError as exc:
+        raise ScenarioError(path, f"{key}.link", str(exc)) from None
+    tls_hosts = [s.host for s in services if s.tls]
+    server = spec.get("server") or next((h for h in tls_hosts if h in ends), "")
+    if server not in tls_hosts:
+        raise ScenarioError(path, f"{key}.server", f"{server!r} is not a host with a TLS "
+                            "service (tls = true)" if server else
+                            f"no TLS service on link {check.link!r}: name its host in `server`")
+    return dataclasses.replace(check, server=server)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +134,7 @@ class RunPki:
     fingerprints: dict[str, str]  # host -> its leaf's fingerprint()
 
 
-def write_run_pki(folder: Path, hosts: dict[str, tuple[Sequence[str], str]],
+def write_run_pki(folder: Path, hosts: Mapping[str, tuple[Sequence[str], str]],
                   now: datetime.datetime | None = None) -> RunPki:
     """Both CAs and, for each host -> (addresses, "run" | "other"), a certificate signed by
     that CA, written under `folder` (keys 0600: servers that read them run as root)."""
