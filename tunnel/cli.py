@@ -230,7 +230,11 @@ def _explain(cfg: Config, destination: str, resolve: bool) -> int:
                      f"{profile.host_key_policy.value}"
                      + (f" ({profile.known_hosts})"
                         if profile.host_key_policy is not HostKeyPolicy.INSECURE else ""))
-        if ssh_host == host:
+        if decision.last_hop.on:
+            where = "inside the SSH server" if ssh_host == host else f"from {ssh_host}"
+            lines.append(f"last hop: FTPS {where} to {host}:{port}: "
+                         f"{decision.last_hop.describe()}")
+        elif ssh_host == host:
             lines.append("last hop: inside the SSH server (it is the destination)")
         else:
             lines.append(f"last hop: CLEAR from {ssh_host} to {host}:{port}")

@@ -120,6 +120,8 @@ class TlsServerSide:
         self._held: list[bytes] = []
         self._held_eof = False
         self._failed = False
+        self._notified = False  # our close_notify went out
+        self._ended = False  # the relay heard the server's end
 
     # -- the feed's side: what the SSH channel's protocol calls ------------------------------
     def attach(self, side: Side, endpoint: Endpoint) -> None:
@@ -142,7 +144,7 @@ class TlsServerSide:
             # An end without close_notify raises: the relay hears the end all the same.
             with contextlib.suppress(ssl.SSLError):
                 self._after(self.pipe.receive_eof())
-        self.relay.eof(side)
+        self._end()
 
     def pause_writing(self, side: Side) -> None:
         self.relay.pause_writing(side)
@@ -164,7 +166,7 @@ class TlsServerSide:
         if not self.pipe.handshaken:
             self._held_eof = True
         elif self._raw is not None:
-            self._raw.write(self.pipe.close())
+            self._notify()
             self._raw.write_eof()
 
     def pause_reading(self) -> None:
@@ -196,6 +198,22 @@ class TlsServerSide:
                 self.write_eof()
         if got.plaintext:
             self.relay.data(self.side, got.plaintext)
+        if got.closed:
+            # The server's close_notify: its data is complete. Answered at once, because
+            # vsftpd waits for ours before it closes the connection (a download would hang
+            # until a timeout otherwise), and passed on as the end of the stream.
+            self._notify()
+            self._end()
+
+    def _notify(self) -> None:
+        if not self._notified and self._raw is not None:
+            self._notified = True
+            self._raw.write(self.pipe.close())
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.relay.eof(self.side)
 
     def _fail(self, exc: BaseException) -> None:
         self._failed = True

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,10 @@ from testbed.net import free_port
 from testbed.proxy import TunnelProxy
 from testbed.services.pyftpd import PyFtpd
 from testbed.services.sshd import Sshd, keygen
+from testbed.users import ensure_user
 
 BIG_FILE_SIZE = 64 * 1024 * 1024
+DATA_SIZE = 8 * 1024 * 1024  # the `site` fixture's data.bin
 FTP_USER, FTP_PASSWORD = "ftpuser", "ftp-secret-7d41"
 
 
@@ -99,6 +103,29 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
         # SIGTERM must drain and exit cleanly, never die on a traceback.
         assert code == 0, f"tunnel exited {code} on SIGTERM:\n{proxy.log()[-3000:]}"
         assert "Traceback" not in proxy.log(), proxy.log()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def users() -> dict[str, str]:
+    require("useradd", "chpasswd")
+    creds = {"fts-carol": "pw-" + secrets.token_hex(8), "fts-dave": "pw-" + secrets.token_hex(8)}
+    for name, password in creds.items():
+        ensure_user(name, password)
+    return creds
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Path]:
+    """The FTP servers' shared directory. Outside pytest's 0700 tmp tree, because vsftpd
+    enters it as the logged-in user."""
+    root = Path(tempfile.mkdtemp(prefix="fts-site-", dir="/var/tmp"))
+    root.chmod(0o777)
+    (root / "data.bin").write_bytes(os.urandom(DATA_SIZE))
+    (root / "hello.txt").write_bytes(b"hello over ssh\r\n")
+    for path in root.iterdir():
+        path.chmod(0o666)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def sshd_log_count(server: Sshd, needle: str) -> int:

@@ -13,11 +13,8 @@ import hashlib
 import io
 import ipaddress
 import os
-import secrets
-import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +34,6 @@ from testbed.socks_client import (
     socks5_connect,
     socks5_request,
 )
-from testbed.users import ensure_user
 from tunnel.socks import Command
 
 from .conftest import ProxyFactory, require, sshd_log_count
@@ -45,30 +41,6 @@ from .test_proxy import _wait_audit
 
 pytestmark = pytest.mark.integration
 
-DATA_SIZE = 8 * 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def users() -> dict[str, str]:
-    require("useradd", "chpasswd")
-    creds = {"fts-carol": "pw-" + secrets.token_hex(8), "fts-dave": "pw-" + secrets.token_hex(8)}
-    for name, password in creds.items():
-        ensure_user(name, password)
-    return creds
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[Path]:
-    """The FTP servers' shared directory. Outside pytest's 0700 tmp tree, because vsftpd
-    enters it as the logged-in user."""
-    root = Path(tempfile.mkdtemp(prefix="fts-site-", dir="/var/tmp"))
-    root.chmod(0o777)
-    (root / "data.bin").write_bytes(os.urandom(DATA_SIZE))
-    (root / "hello.txt").write_bytes(b"hello over ssh\r\n")
-    for path in root.iterdir():
-        path.chmod(0o666)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def sha(path: Path) -> str:
