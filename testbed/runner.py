@@ -531,7 +531,8 @@ class ScenarioRun:
                           remote_name=remote, ftps=step.ftps, limit_rate=step.limit_rate,
                           socks=(self.backend.socks_host(client_host), SOCKS_PORT),
                           idle=step.idle, deadline=step.deadline,
-                          gate=gate.prefix(n) if gate is not None else None)
+                          gate=gate.prefix(n) if gate is not None else None,
+                          cacert=str(self.pki.ca) if self.pki is not None else "")
         uploaded = self.site / self.needles.dir_marker / remote
         if "upload" in step.ops and self._holds_payload(uploaded):
             # This step's upload must land there itself. Other content stays for the upload

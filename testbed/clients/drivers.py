@@ -45,6 +45,7 @@ class Job:
     # Parallel steps: the session's first command runs behind this prefix, which holds it
     # at the runner's starting line (testbed/clients/gate.py) until every client is spawned.
     gate: list[str] | None = None
+    cacert: str = ""  # with ftps: the CA curl trusts (the run CA, where a service has TLS)
 
     @property
     def remote(self) -> str:
@@ -89,6 +90,8 @@ def _curl(job: Job, mode: str, ops: tuple[str, ...]) -> str:
         flags += ["-P", job.active_address]
     if job.ftps:
         flags.append("--ssl")
+        if job.cacert:
+            flags += ["--cacert", job.cacert]
     if job.limit_rate:
         flags += ["--limit-rate", job.limit_rate]
     commands = {
