@@ -50,7 +50,7 @@ def test_packages_are_what_ci_setup_installs() -> None:
     assert packages.apt == tuple(apt_line.split())
     assert packages.private == tuple(private_line.split())
     assert {"openssh-server", "vsftpd", "lftp", "curl", "tcpdump"} <= set(packages.apt)
-    assert packages.private == ("proftpd-core", "pure-ftpd")
+    assert packages.private == ("proftpd-core", "proftpd-mod-crypto", "pure-ftpd")
 
 
 def test_bash_array_parse_allows_comments_and_lines() -> None:
