@@ -18,6 +18,10 @@ ON_DOCKER = ("vsftpd",)
 # The transparent column: the same clients with no SOCKS setting at all (local capture,
 # `tunnel nft`), against these servers.
 TRANSPARENT = ("vsftpd", "proftpd")
+# The last-hop TLS column (last_hop_tls = "require"): the servers demand FTPS on control and
+# data; the clients speak plain FTP to the proxy, which speaks FTPS to the server.
+LAST_HOP_TLS = ("vsftpd", "proftpd", "pure-ftpd")
+TLS_CLIENTS = ("curl", "lftp")
 
 TEMPLATE = '''# Interoperability: every client in every mode against {server}, through ftp-tunnel
 # with the FTP client's own credentials, FTP server on a third host behind the SSH server.{how}
@@ -49,7 +53,7 @@ port = 22
 [[service]]
 kind = "{server}"
 host = "ftp"
-port = 21
+port = 21{service_tls}
 
 [proxy]
 kind = "tunnel"
@@ -67,13 +71,20 @@ known_hosts = "{{known_hosts}}"
 verdict = "encrypted"
 link = "lan"
 [[check]]
-verdict = "cleartext"
+verdict = "{dmz_verdict}"
 link = "dmz"
 [[check]]
 verdict = "no_bypass"
 [[check]]
-verdict = "integrity"
+verdict = "integrity"{extra_checks}
 '''
+
+TLS_CHECKS = '''
+[[check]]
+verdict = "log"
+service = "tunnel-audit"
+present = ['"last_hop":"tls"']
+absent = ['"last_hop":"clear"', '"last_hop_failure":"t']'''
 
 STEP = '''
 [[step]]
@@ -111,21 +122,36 @@ profile = "gw"
 '''
 
 
-def name_of(server: str, transparent: bool = False) -> str:
-    return f"matrix-{'transparent-' if transparent else ''}{server}"
+def name_of(server: str, transparent: bool = False, tls: bool = False) -> str:
+    column = "transparent-" if transparent else "last-hop-tls-" if tls else ""
+    return f"matrix-{column}{server}"
 
 
-def render(server: str, transparent: bool = False) -> str:
-    steps = "".join(STEP.format(client=c, mode=m) for c in CLIENTS for m in MODES)
-    backends = '["netns", "docker"]' if server in ON_DOCKER else '["netns"]'
+def clients_of(tls: bool) -> tuple[str, ...]:
+    return TLS_CLIENTS if tls else CLIENTS
+
+
+def render(server: str, transparent: bool = False, tls: bool = False) -> str:
+    clients = clients_of(tls)
+    steps = "".join(STEP.format(client=c, mode=m) for c in clients for m in MODES)
+    backends = '["netns", "docker"]' if server in ON_DOCKER and not tls else '["netns"]'
+    how = ("\n# Transparent: the clients have no SOCKS setting; the kernel redirects them "
+           "(tunnel nft)." if transparent else "")
+    if tls:
+        how = ("\n# Last hop in TLS: the server demands FTPS on control and data connections; "
+               "the proxy\n# speaks it (last_hop_tls = \"require\"), the clients plain FTP.")
+    rules = TRANSPARENT_RULES if transparent else SOCKS_RULES
+    if tls:
+        rules = rules.replace('profile = "gw"\n', 'profile = "gw"\nlast_hop_tls = "require"\n'
+                              'last_hop_ca = "{tls_ca}"\n')
     return TEMPLATE.format(
-        server=server, name=name_of(server, transparent), n_clients=len(CLIENTS),
-        n_modes=len(MODES), steps=steps, backends=backends,
-        how=("\n# Transparent: the clients have no SOCKS setting; the kernel redirects them "
-             "(tunnel nft)." if transparent else ""),
-        what=", transparent (no SOCKS)" if transparent else "",
+        server=server, name=name_of(server, transparent, tls), n_clients=len(clients),
+        n_modes=len(MODES), steps=steps, backends=backends, how=how,
+        what=(", transparent (no SOCKS)" if transparent
+              else ", FTPS on the last hop" if tls else ""),
         transparent='\ntransparent = "local"' if transparent else "",
-        rules=TRANSPARENT_RULES if transparent else SOCKS_RULES)
+        rules=rules, service_tls="\ntls = true" if tls else "",
+        dmz_verdict="tls" if tls else "cleartext", extra_checks=TLS_CHECKS if tls else "")
 
 
 def generate(folder: Path) -> None:
@@ -133,6 +159,8 @@ def generate(folder: Path) -> None:
         (folder / f"{name_of(server)}.toml").write_text(render(server))
     for server in TRANSPARENT:
         (folder / f"{name_of(server, True)}.toml").write_text(render(server, True))
+    for server in LAST_HOP_TLS:
+        (folder / f"{name_of(server, tls=True)}.toml").write_text(render(server, tls=True))
 
 
 def run(folder: Path, out: Path) -> tuple[str, int]:
@@ -145,15 +173,17 @@ def run(folder: Path, out: Path) -> tuple[str, int]:
     header = "| server | client | " + " | ".join(MODES) + " | encrypted, no bypass, sha256 |"
     rows = [header, "|" + "---|" * (len(MODES) + 3)]
     bad = 0
-    runs = [(server, False) for server in SERVERS] + [(s, True) for s in TRANSPARENT]
-    for server_name, transparent in runs:
-        server = server_name + (" (transparent, no SOCKS)" if transparent else "")
-        scenario = load(folder / f"{name_of(server_name, transparent)}.toml")
+    runs = ([(server, False, False) for server in SERVERS]
+            + [(s, True, False) for s in TRANSPARENT] + [(s, False, True) for s in LAST_HOP_TLS])
+    for server_name, transparent, tls in runs:
+        server = server_name + (" (transparent, no SOCKS)" if transparent
+                                else " (FTPS last hop)" if tls else "")
+        scenario = load(folder / f"{name_of(server_name, transparent, tls)}.toml")
         result = ScenarioRun(scenario, out).run()
         if result.error:
             rows.append(f"| {server} | (all) | " + " | ".join(["error"] * len(MODES))
                         + f" | {result.error} |")
-            bad += len(CLIENTS) * len(MODES)
+            bad += len(clients_of(tls)) * len(MODES)
             continue
         outcomes = {o.name: o for o in result.outcomes}
         checks = [o for o in result.outcomes if not o.name.startswith("step")]
@@ -170,7 +200,7 @@ def run(folder: Path, out: Path) -> tuple[str, int]:
                 bad += 1
         summary = "yes" if checks_ok else "NO: " + "; ".join(
             str(o.verdict) for o in checks if not o.ok)
-        for client in CLIENTS:
+        for client in clients_of(tls):
             rows.append(f"| {server} | {client} | "
                         + " | ".join(cells[(client, mode)] for mode in MODES)
                         + f" | {summary} |")

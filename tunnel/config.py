@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import enum
 import os
-import ssl
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tunnel.errors import ConfigError
-from tunnel.lasthop import LastHopTls, TlsMode, client_context, parse_fingerprint
+from tunnel.lasthop import LastHopTls, TlsMode, parse_fingerprint, unusable_ca
 from tunnel.rules import Action, DstMatcher, PortSet, Rule, RuleSet
 from tunnel.socks import AuthMethod
 from tunnel.users import UserSet
@@ -453,11 +452,9 @@ def _last_hop(t: _Table, action: Action, base_dir: str) -> LastHopTls:
         raise t.error("last_hop_fingerprint", str(exc)) from None
     policy = LastHopTls(mode, _resolve_path(ca_file, base_dir) if ca_file else "",
                         fingerprint, insecure)
-    try:
-        client_context(policy)  # a CA file that cannot be used is a config error, now
-    except (OSError, ssl.SSLError) as exc:
-        raise t.error("last_hop_ca", f"cannot load {policy.ca_file}: "
-                      f"{getattr(exc, 'strerror', None) or exc}") from None
+    problem = unusable_ca(policy)  # a CA file that cannot be used is a config error, now
+    if problem:
+        raise t.error("last_hop_ca", problem)
     return policy
 
 

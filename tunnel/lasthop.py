@@ -90,6 +90,15 @@ def client_context(policy: LastHopTls) -> ssl.SSLContext:
     return _context(policy, mtime)
 
 
+def unusable_ca(policy: LastHopTls) -> str | None:
+    """None if the policy's CA file loads, else why not (for the config's error)."""
+    try:
+        client_context(policy)
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot load {policy.ca_file}: {getattr(exc, 'strerror', None) or exc}"
+    return None
+
+
 @functools.lru_cache(maxsize=32)
 def _context(policy: LastHopTls, ca_mtime: int) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=policy.ca_file or None)
