@@ -274,7 +274,9 @@ class ScenarioRun:
         as this backend placed them (docker moves subnets, local uses loopback)."""
         hosts = {svc.host: (self._addresses(svc.host), svc.tls_ca)
                  for svc in self.scenario.services if svc.tls}
-        self.pki = tlsca.write_run_pki(self.out / "tls", hosts) if hosts else None
+        # A proxy may trust the run CA where no server speaks TLS (last-hop-tls-refused).
+        wanted = hosts or "{tls_" in (self.scenario.proxy.config or "")
+        self.pki = tlsca.write_run_pki(self.out / "tls", hosts) if wanted else None
 
     def _server_tls(self, svc: ScenarioService) -> ServerTls | None:
         if not svc.tls or self.pki is None:
