@@ -232,7 +232,7 @@ def _explain(cfg: Config, destination: str, resolve: bool) -> int:
                         if profile.host_key_policy is not HostKeyPolicy.INSECURE else ""))
         if decision.last_hop.on:
             where = "inside the SSH server" if ssh_host == host else f"from {ssh_host}"
-            lines.append(f"last hop: FTPS {where} to {host}:{port}: "
+            lines.append(f"last hop: {where} to {host}:{port} in "
                          f"{decision.last_hop.describe()}")
         elif ssh_host == host:
             lines.append("last hop: inside the SSH server (it is the destination)")

@@ -45,7 +45,7 @@ class LastHopTls:
             return "clear (last_hop_tls = off)"
         how = ("required" if self.mode is TlsMode.REQUIRE
                else "if the server accepts AUTH TLS, else clear")
-        return f"FTPS (AUTH TLS, PROT P) {how}; server {self.authentication()}"
+        return f"FTPS (AUTH TLS, PROT P), {how}; server {self.authentication()}"
 
     def authentication(self) -> str:
         if self.insecure:

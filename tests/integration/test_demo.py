@@ -22,7 +22,7 @@ def test_demo_in_namespaces() -> None:
         pytest.skip(reason)
     got = subprocess.run([*TESTBED, "demo"], capture_output=True, text=True, timeout=120)
     assert got.returncode == 0, got.stdout + got.stderr
-    assert got.stdout.count("[PASS]") == 5 and "[FAIL]" not in got.stdout
+    assert got.stdout.count("[PASS]") == 10 and "[FAIL]" not in got.stdout
 
 
 def test_demo_on_loopback() -> None:

@@ -187,5 +187,6 @@ last_hop_ca = "{pki.ca}"
                           "--no-resolve"], capture_output=True, text=True,
                          cwd=Path(__file__).parents[2])
     assert out.returncode == 0, out.stderr
-    assert "last hop: FTPS from ssh.example to ftp.example:21" in out.stdout
+    assert "last hop: from ssh.example to ftp.example:21 in FTPS (AUTH TLS, PROT P), " \
+        "required; server certificate checked against" in out.stdout
     assert str(pki.ca) in out.stdout
