@@ -12,10 +12,12 @@ FTP control connection.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,18 +303,68 @@ def _control_handshake(conn: _Connection) -> tlswire.Handshake:
     return seen
 
 
-def _names_server(seen: tlswire.Handshake, name: str) -> tuple[bool, str]:
-    """(d): the certificate (TLS <= 1.2) or, in TLS 1.3 where it is encrypted, the SNI."""
+def _names_server(seen: tlswire.Handshake, name: str, addresses: Sequence[str]
+                  ) -> tuple[str, str]:
+    """(d) on one control connection: (how, what was seen). `how` is "certificate" or
+    "sni" (the connection names the server), "wrong" (it names another), or "hidden" (it
+    names none). The certificate decides where it is in clear (TLS <= 1.2); where it is not
+    (TLS 1.3, or a resumed TLS 1.2 session) the ClientHello's SNI does. A client that
+    reaches the server by address sends no SNI (RFC 6066 §3 forbids IP literals; a few
+    send one all the same, which is as good as none), so in TLS 1.3 such a connection shows
+    nothing of the server's identity: not wrong, but no proof either."""
     wanted = {name, f"{name}-v6"}
     if seen.certificates:
         cns, sans = tlswire.certificate_names(seen.certificates[0])
-        ok = bool(wanted & {*cns, *sans})
-        return ok, (f"certificate CN {', '.join(cns) or 'none'}, SAN {', '.join(sans) or 'none'}"
-                    + ("" if ok else f": does not name {name!r}"))
+        said = f"certificate CN {', '.join(cns) or 'none'}, SAN {', '.join(sans) or 'none'}"
+        if wanted & {*cns, *sans}:
+            return "certificate", said
+        return "wrong", f"{said}: does not name {name!r}"
+    version = seen.server.version_name if seen.server else "?"
     sni = seen.client.server_name if seen.client else None
-    ok = seen.tls13 and sni in wanted
-    return ok, (f"certificate not visible ({seen.server.version_name if seen.server else '?'}"
-                f"), SNI {sni!r}" + ("" if ok else f": want {name!r}"))
+    said = f"certificate not visible ({version}), SNI {sni!r}"
+    if sni in wanted:
+        return "sni", said
+    if sni is None or _is_address(sni, addresses):
+        return "hidden", ("by address (identity not visible in TLS 1.3)" if seen.tls13 else
+                          f"by address (no certificate in a resumed {version} session)")
+    return "wrong", f"{said}: want {name!r}"
+
+
+def _is_address(text: str, addresses: Sequence[str]) -> bool:
+    """`text` is an IP literal, one of `addresses` (an SNI some clients send by address)."""
+    def parse(a: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        try:
+            return ipaddress.ip_address(a)
+        except ValueError:
+            return None
+    return parse(text) is not None and parse(text) in {parse(a) for a in addresses}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def _naming(judged: list[tuple[str, str, str]], name: str) -> tuple[str, list[str]]:
+    """(d) over every control connection whose handshake was read, as (connection, how,
+    what was seen): (the detail's part, failures). Pass needs one connection showing
+    `name` and none naming another server."""
+    shown: dict[str, str] = {}
+    for _, how, said in judged:
+        shown.setdefault(how, said)
+    counts = Counter(how for _, how, _ in judged)
+    hidden = Counter(said for _, how, said in judged if how == "hidden")
+    by = [f"by {label} on {counts[how]}" for how, label in
+          (("certificate", "certificate"), ("sni", "SNI")) if counts[how]]
+    text = ((f"named {' and '.join(by)}" if by else "named on 0")
+            + f" of {_plural(len(judged), 'control connection')}")
+    text += "".join(f", {n} {reason}" for reason, n in hidden.items())
+    if counts["wrong"]:
+        text += f", {counts['wrong']} naming another server"
+    seen = "; ".join(shown[how] for how in ("certificate", "sni") if how in shown)
+    failures = [] if by else [f"no control connection shows {name!r} (certificate or "
+                              "SNI): nothing proves the server"]
+    failures += [f"control {conn}: {said}" for conn, how, said in judged if how == "wrong"]
+    return (f"{seen}: {text}" if seen else text), failures
 
 
 def tls(capture: Capture, needles: Sequence[bytes], server: Sequence[str], port: int,
@@ -320,8 +372,10 @@ def tls(capture: Capture, needles: Sequence[bytes], server: Sequence[str], port:
     """The link carries FTP to `server` (its addresses; `port` its control port) only as
     TLS: (a) a TLS handshake on every control connection after AUTH TLS, (b) every other
     connection with the server (data, either way) TLS records from its first byte, none
-    clear, (c) no needle in clear, (d) the certificate naming `name` (TLS <= 1.2), or in
-    TLS 1.3, where it is encrypted, the ClientHello's SNI naming it."""
+    clear, (c) no needle in clear, (d) on every control connection, the certificate (TLS
+    <= 1.2), or in TLS 1.3, where it is encrypted, the ClientHello's SNI, names `name` or
+    nothing (a connection by address in TLS 1.3), never another server, and on at least
+    one it names `name`."""
     early = _no_packets("tls", capture)
     if early:
         return early
@@ -330,15 +384,18 @@ def tls(capture: Capture, needles: Sequence[bytes], server: Sequence[str], port:
     if not controls:
         return Verdict("tls", capture.link, False, f"no FTP control connection to port {port} "
                        f"of {', '.join(server)} (positive control failed: nothing to judge)")
-    failures, shown = [], []
-    first: tlswire.Handshake | None = None
+    failures: list[str] = []
+    shown: list[str] = []
+    versions: Counter[str] = Counter()
+    judged: list[tuple[str, str, str]] = []
     for conn in controls:
         try:
             seen = _control_handshake(conn)
         except tlswire.NotTls as exc:
             failures.append(f"control {conn.name}: {exc}")
             continue
-        first = first or seen
+        versions[seen.server.version_name if seen.server else "?"] += 1
+        judged.append((conn.name, *_names_server(seen, name, server)))
     resumed = clear_free = 0
     data = [c for c in connections if c.server_port != port]
     for conn in data:
@@ -354,12 +411,11 @@ def tls(capture: Capture, needles: Sequence[bytes], server: Sequence[str], port:
     found = _found(capture, needles)
     if found:
         failures.append(f"{len(found)} of {len(needles)} needles in clear: {_show(found)}")
-    if first is not None:
-        named, said = _names_server(first, name)
-        if not named:
-            failures.append(said)
-        shown.append(f"{first.server.version_name if first.server else '?'} on "
-                     f"{len(controls)} control connection{'s' * (len(controls) > 1)}; {said}")
+    if judged:
+        said, wrong = _naming(judged, name)
+        failures.extend(wrong)
+        shown.append(", ".join(f"{version} on {n}" for version, n in sorted(versions.items()))
+                     + f" of {_plural(len(controls), 'control connection')}; {said}")
     shown.append(f"{clear_free} of {len(data)} data connections TLS ({resumed} resumed)")
     detail = "; ".join(shown) + (f"; FAIL: {'; '.join(failures[:4])}" if failures else
                                  f"; 0 of {len(needles)} needles in clear")

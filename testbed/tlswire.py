@@ -2,6 +2,14 @@
 §5.1), the clear handshake messages at their start (ClientHello, ServerHello, and in TLS
 1.2 the Certificate), and explicit FTPS's clear prefix (RFC 4217 §4: `AUTH TLS`, `234`).
 
+A TLS 1.3 server that wants another key share answers with a HelloRetryRequest, a
+ServerHello with a fixed random (RFC 8446 §4.1.3), then most often a ChangeCipherSpec for
+middlebox compatibility (§D.4), and only after the client's second ClientHello the
+ServerHello that counts (vsftpd, which offers only P-256, does so to every client whose
+first key share is X25519). So in TLS 1.3 the clear handshake goes on past a
+ChangeCipherSpec, up to the first application data record, and the ServerHello is the
+first one that is not a HelloRetryRequest.
+
 Bytes in, plain data out: no socket, no scapy, no ssl module. What cannot be read raises
 NotTls with the reason, for the `tls` verdict to say.
 """
@@ -18,6 +26,10 @@ from cryptography.x509.oid import NameOID
 CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA = 20, 21, 22, 23
 CLIENT_HELLO, SERVER_HELLO, CERTIFICATE = 1, 2, 11
 EXT_SERVER_NAME, EXT_SUPPORTED_VERSIONS, EXT_PRE_SHARED_KEY = 0, 43, 41
+# RFC 8446 §4.1.3: a HelloRetryRequest is a ServerHello with this random, SHA-256 of
+# "HelloRetryRequest".
+HELLO_RETRY_RANDOM = bytes.fromhex(
+    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
 MAX_RECORD = (1 << 14) + 2048  # RFC 8446 §5.2: a ciphertext record's length limit
 VERSIONS = {0x0301: "TLSv1.0", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
 # RFC 4217 §4: the client's AUTH command, and the server's 234 that starts the handshake.
@@ -45,6 +57,7 @@ class Hello:
     session_id: bytes
     extensions: frozenset[int]
     server_name: str | None = None  # ClientHello only: SNI host_name (RFC 6066 §3)
+    retry: bool = False  # ServerHello only: a HelloRetryRequest (RFC 8446 §4.1.4)
 
     @property
     def version_name(self) -> str:
@@ -53,10 +66,13 @@ class Hello:
 
 @dataclass
 class Handshake:
-    """What the clear handshake of one connection showed."""
+    """What the clear handshake of one connection showed. `client` is the ClientHello the
+    ServerHello answers (the second one after a HelloRetryRequest), `server` the ServerHello
+    proper, never the HelloRetryRequest, which is `retry`."""
 
     client: Hello | None = None
     server: Hello | None = None
+    retry: Hello | None = None
     certificates: list[bytes] = field(default_factory=list)  # DER, leaf first (TLS <= 1.2)
 
     @property
@@ -99,12 +115,19 @@ def records(data: bytes) -> list[Record]:
     return out
 
 
-def handshake_messages(stream: list[Record]) -> list[tuple[int, bytes]]:
+def handshake_messages(stream: list[Record], tls13: bool = False
+                       ) -> list[tuple[int, bytes]]:
     """(type, body) of the handshake messages in the clear records at the start of a
-    stream: those before the first ChangeCipherSpec or application data record. Messages
-    may span records and records may hold several (RFC 8446 §5.1)."""
+    stream: the handshake records before the first application data or alert record, and
+    before the first ChangeCipherSpec unless `tls13`. In TLS <= 1.2 a ChangeCipherSpec
+    starts encryption (the Finished after it is an encrypted handshake record); in TLS 1.3
+    it is a dummy for middleboxes (RFC 8446 §D.4), which can come between a
+    HelloRetryRequest and the ServerHello, and everything encrypted is application data
+    (§5.2). Messages may span records and records may hold several (§5.1)."""
     clear = bytearray()
     for record in stream:
+        if tls13 and record.type == CHANGE_CIPHER_SPEC:
+            continue
         if record.type != HANDSHAKE:
             break
         clear += record.payload
@@ -172,14 +195,15 @@ def client_hello(body: bytes) -> Hello:
 def server_hello(body: bytes) -> Hello:
     reader = _Reader(body)
     version = reader.number(2)
-    reader.take(32)
+    random = reader.take(32)
     session_id = reader.vector(1)
     reader.take(3)  # cipher suite, compression method
     extensions = reader.extensions()
     chosen = extensions.get(EXT_SUPPORTED_VERSIONS, b"")
     if len(chosen) == 2:
         version = int.from_bytes(chosen)
-    return Hello(version, session_id, frozenset(extensions))
+    return Hello(version, session_id, frozenset(extensions),
+                 retry=random == HELLO_RETRY_RANDOM)
 
 
 def certificate_list(body: bytes) -> list[bytes]:
@@ -194,12 +218,23 @@ def certificate_list(body: bytes) -> list[bytes]:
 def handshake(to_server: bytes, to_client: bytes) -> Handshake:
     """The clear handshake of one connection from its two TLS streams."""
     seen = Handshake()
-    for kind, body in handshake_messages(records(to_server)):
-        if kind == CLIENT_HELLO and seen.client is None:
-            seen.client = client_hello(body)
-    for kind, body in handshake_messages(records(to_client)):
+    from_server, from_client = records(to_client), records(to_server)
+    # The server's first message, ServerHello or HelloRetryRequest, comes before any
+    # ChangeCipherSpec of its own and says whether TLS 1.3 was chosen (both carry
+    # supported_versions); only then may the clear part go on past a ChangeCipherSpec.
+    first = next((server_hello(body) for kind, body in handshake_messages(from_server)
+                  if kind == SERVER_HELLO), None)
+    tls13 = first is not None and first.version == 0x0304
+    for kind, body in handshake_messages(from_client, tls13):
+        if kind == CLIENT_HELLO and (seen.client is None or tls13):
+            seen.client = client_hello(body)  # TLS 1.3: the last, after a retry
+    for kind, body in handshake_messages(from_server, tls13):
         if kind == SERVER_HELLO and seen.server is None:
-            seen.server = server_hello(body)
+            hello = server_hello(body)
+            if hello.retry:
+                seen.retry = seen.retry or hello
+            else:
+                seen.server = hello
         elif kind == CERTIFICATE and not seen.certificates and not seen.tls13:
             seen.certificates = certificate_list(body)
     return seen

@@ -69,17 +69,22 @@ class Wire:
     session: ssl.SSLSession | None = None
 
 
-def contexts(pki: tlsca.RunPki, host: str = "ftp", max_version: str = "1.3"
-             ) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(client, server): one pair per connection group, as resumption needs the same."""
+def contexts(pki: tlsca.RunPki, host: str = "ftp", max_version: str = "1.3",
+             p256_only: bool = False) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(client, server): one pair per connection group, as resumption needs the same.
+    `p256_only`: the server takes no other group, as vsftpd and pure-ftpd do, so a TLS
+    1.3 client whose first key share is X25519 gets a HelloRetryRequest (OpenSSL 3 makes
+    set_ecdh_curve the only group)."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(pki.servers[host].cert, pki.servers[host].key)
     server_ctx.maximum_version = ssl.TLSVersion[f"TLSv1_{max_version[-1]}"]
+    if p256_only:
+        server_ctx.set_ecdh_curve("prime256v1")
     return ssl.create_default_context(cafile=str(pki.ca)), server_ctx
 
 
 def handshake(pki: tlsca.RunPki, host: str = "ftp", max_version: str = "1.3",
-              session: ssl.SSLSession | None = None, sni: str = "ftp",
+              session: ssl.SSLSession | None = None, sni: str | None = "ftp",
               payload: bytes = b"",
               pair: tuple[ssl.SSLContext, ssl.SSLContext] | None = None) -> Wire:
     """A client (trusting the run CA) and the host's server through memory BIOs, then
@@ -127,8 +132,8 @@ def explicit(wire: Wire) -> tuple[bytes, bytes]:
 
 
 def ftps_capture(pki: tlsca.RunPki, max_version: str = "1.3", sni: str = "ftp",
-                 clear_data: bytes = b"") -> Capture:
-    pair = contexts(pki, max_version=max_version)
+                 clear_data: bytes = b"", p256_only: bool = False) -> Capture:
+    pair = contexts(pki, max_version=max_version, p256_only=p256_only)
     pair[0].check_hostname = sni == "ftp"  # a client sending another name must still connect
     control = handshake(pki, sni=sni, payload=b"USER fts\r\n", pair=pair)
     data = handshake(pki, session=control.session, sni=sni, payload=b"random file bytes",
@@ -141,6 +146,21 @@ def ftps_capture(pki: tlsca.RunPki, max_version: str = "1.3", sni: str = "ftp",
                (SERVER, 20, CLIENT, 50001): b"", (CLIENT, 50001, SERVER, 20): b""}
     if clear_data:
         streams[(CLIENT, 40003, SERVER, 30002)] = clear_data
+    return Capture("dmz", Path("/nonexistent.pcap"), packets=40, dropped=0, _streams=streams)
+
+
+def controls_capture(pki: tlsca.RunPki, snis: list[str | None], max_version: str = "1.3"
+                     ) -> Capture:
+    """One explicit FTPS control connection per SNI (None: the client connected by
+    address and sent none, as RFC 6066 §3 wants), from port 40001 on."""
+    streams = {}
+    for n, sni in enumerate(snis):
+        pair = contexts(pki, max_version=max_version)
+        pair[0].check_hostname = sni == "ftp"
+        to_server, to_client = explicit(handshake(pki, sni=sni, payload=b"USER fts\r\n",
+                                                  pair=pair))
+        streams[(CLIENT, 40001 + n, SERVER, 21)] = to_server
+        streams[(SERVER, 21, CLIENT, 40001 + n)] = to_client
     return Capture("dmz", Path("/nonexistent.pcap"), packets=40, dropped=0, _streams=streams)
 
 
@@ -158,6 +178,42 @@ def test_records_and_their_handshake_messages(pki: tlsca.RunPki) -> None:
     assert tlswire.certificate_names(seen.certificates[0])[0] == ["ftp"]
     cut = bytes(wire.to_server)[:-3]  # a last record cut short is dropped, not an error
     assert tlswire.records(cut)[0].type == tlswire.HANDSHAKE
+
+
+def test_resumption_after_a_hello_retry_request(pki: tlsca.RunPki) -> None:
+    """vsftpd (P-256 only) answers a first X25519 key share with a HelloRetryRequest, then
+    a middlebox-compatibility ChangeCipherSpec, then the ServerHello that accepts the PSK:
+    taking the first ServerHello (the retry, extensions [43, 51]) or stopping at the
+    ChangeCipherSpec said "0 resumed" where vsftpd said "reused"."""
+    pair = contexts(pki, p256_only=True)
+    control = handshake(pki, pair=pair)
+    data = handshake(pki, session=control.session, pair=pair)
+    assert [r.type for r in tlswire.records(bytes(data.to_client))][:3] == [
+        tlswire.HANDSHAKE, tlswire.CHANGE_CIPHER_SPEC, tlswire.HANDSHAKE]
+    seen = tlswire.handshake(bytes(data.to_server), bytes(data.to_client))
+    assert seen.retry is not None and seen.retry.retry
+    assert seen.retry.extensions == {tlswire.EXT_SUPPORTED_VERSIONS, 51}  # 51: key_share
+    assert seen.server is not None and not seen.server.retry
+    assert tlswire.EXT_PRE_SHARED_KEY in seen.server.extensions
+    assert seen.tls13 and seen.resumed
+    assert seen.client is not None and tlswire.EXT_PRE_SHARED_KEY in seen.client.extensions
+    first = tlswire.handshake(bytes(control.to_server), bytes(control.to_client))
+    assert first.retry is not None and first.server is not None and not first.resumed
+    verdict = judge(ftps_capture(pki, p256_only=True))
+    assert verdict.passed, verdict.detail
+    assert "1 of 2 data connections TLS (1 resumed)" in verdict.detail
+
+
+def test_tls12_stops_at_the_change_cipher_spec(pki: tlsca.RunPki) -> None:
+    """In TLS 1.2 the Finished after a ChangeCipherSpec is an encrypted handshake record:
+    it must not be read as a clear message (a resumed session shows no Certificate)."""
+    pair = contexts(pki, max_version="1.2")
+    data = handshake(pki, session=handshake(pki, pair=pair).session, pair=pair)
+    assert tlswire.records(bytes(data.to_client))[2].type == tlswire.HANDSHAKE  # Finished
+    seen = tlswire.handshake(bytes(data.to_server), bytes(data.to_client))
+    assert seen.resumed and not seen.certificates and seen.retry is None
+    assert [kind for kind, _ in tlswire.handshake_messages(
+        tlswire.records(bytes(data.to_client)))] == [tlswire.SERVER_HELLO]
 
 
 @pytest.mark.parametrize("data", [b"220 (vsFTPd 3.0.3)\r\n", b"\x16\x09\x01\x00\x05hello",
@@ -195,6 +251,59 @@ def test_tls13_passes_on_the_sni_and_says_the_certificate_was_not_seen(
 def test_tls13_with_another_sni_fails(pki: tlsca.RunPki) -> None:
     verdict = judge(ftps_capture(pki, sni="elsewhere"))
     assert not verdict.passed and "want 'ftp'" in verdict.detail
+
+
+def test_tls13_every_control_connection_by_name(pki: tlsca.RunPki) -> None:
+    verdict = judge(controls_capture(pki, ["ftp", "ftp", "ftp"]))
+    assert verdict.passed, verdict.detail
+    assert "SNI 'ftp': named by SNI on 3 of 3 control connections;" in verdict.detail
+    assert "by address" not in verdict.detail
+
+
+def test_tls13_some_control_connections_by_address_pass(pki: tlsca.RunPki) -> None:
+    """lftp resolves the name itself, so the proxy reaches the server by address and sends
+    no SNI: that connection shows nothing, which is no failure while another names it."""
+    verdict = judge(controls_capture(pki, [None, "ftp", None, "ftp"]))
+    assert verdict.passed, verdict.detail
+    assert ("named by SNI on 2 of 4 control connections, 2 by address (identity not "
+            "visible in TLS 1.3)") in verdict.detail
+
+
+def test_tls13_all_control_connections_by_address_fail(pki: tlsca.RunPki) -> None:
+    verdict = judge(controls_capture(pki, [None, None]))
+    assert not verdict.passed
+    assert ("named on 0 of 2 control connections, 2 by address (identity not visible in "
+            "TLS 1.3)") in verdict.detail
+    assert "no control connection shows 'ftp'" in verdict.detail
+    assert "nothing proves the server" in verdict.detail
+
+
+def test_tls13_one_wrong_sni_among_good_ones_fails(pki: tlsca.RunPki) -> None:
+    verdict = judge(controls_capture(pki, ["ftp", "elsewhere", None]))
+    assert not verdict.passed
+    assert ("named by SNI on 1 of 3 control connections, 1 by address (identity not "
+            "visible in TLS 1.3), 1 naming another server") in verdict.detail
+    assert (f"FAIL: control {CLIENT}:40002<->{SERVER}:21: certificate not visible "
+            "(TLSv1.3), SNI 'elsewhere': want 'ftp'") in verdict.detail
+    assert "nothing proves" not in verdict.detail
+
+
+def test_tls12_certificates_on_every_control_connection(pki: tlsca.RunPki) -> None:
+    verdict = judge(controls_capture(pki, ["ftp", None], max_version="1.2"))
+    assert verdict.passed, verdict.detail
+    assert "TLSv1.2 on 2 of 2 control connections; certificate CN ftp" in verdict.detail
+    assert "named by certificate on 2 of 2 control connections;" in verdict.detail
+    assert judge(controls_capture(pki, ["ftp", None], max_version="1.2"),
+                 name="ftp2").detail.count("does not name 'ftp2'") == 2
+
+
+def test_an_ip_literal_sni_of_the_server_is_by_address() -> None:
+    def seen(sni: str) -> tlswire.Handshake:
+        return tlswire.Handshake(tlswire.Hello(0x0303, b"", frozenset(), sni),
+                                 tlswire.Hello(0x0304, b"", frozenset({43})))
+    assert capture._names_server(seen(SERVER), "ftp", [SERVER])[0] == "hidden"
+    assert capture._names_server(seen("10.9.9.9"), "ftp", [SERVER])[0] == "wrong"
+    assert capture._names_server(seen("ftp-v6"), "ftp", [SERVER])[0] == "sni"
 
 
 def test_tls12_certificate_for_another_name_fails(pki: tlsca.RunPki) -> None:
