@@ -20,6 +20,7 @@ bench: setup
 	.venv/bin/python bench/wan.py
 	.venv/bin/python bench/session_setup.py
 	.venv/bin/python bench/transparent_setup.py
+	.venv/bin/python bench/last_hop_tls.py
 	.venv/bin/python bench/memory.py
 	.venv/bin/python bench/sftp.py
 
