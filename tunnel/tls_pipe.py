@@ -10,6 +10,7 @@ endpoint's feed hands it ciphertext as it would hand the relay.
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,11 @@ from tunnel.relay import Endpoint, Side, Sink
 # What one read takes out of the TLS object: a TLS record is at most 16 KiB, and the pass
 # drains every record the last delivery completed.
 _READ_SIZE = 256 * 1024
+# Plaintext held while the handshake runs, beyond which the client is no longer read: an
+# upload must not pile up in memory behind a handshake that crosses a slow WAN.
+_HOLD_LIMIT = 256 * 1024
+
+log = logging.getLogger("tunnel.ftp")
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,8 @@ class TlsServerSide:
         self.side = Side.SERVER
         self._raw: Endpoint | None = None
         self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._holding_back = False  # the client's side is paused until the handshake ends
         self._held_eof = False
         self._failed = False
         self._notified = False  # our close_notify went out
@@ -159,6 +167,10 @@ class TlsServerSide:
     def write(self, data: bytes) -> None:
         if not self.pipe.handshaken:
             self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes > _HOLD_LIMIT and not self._holding_back:
+                self._holding_back = True
+                self.relay.pause_writing(self.side)
         elif self._raw is not None:
             self._raw.write(self.pipe.send(data))
 
@@ -191,11 +203,14 @@ class TlsServerSide:
             if refused is not None:
                 self._fail(ssl.SSLError(refused))
                 return
-            held, self._held = self._held, []
+            held, self._held, self._held_bytes = self._held, [], 0
             for chunk in held:
                 self.write(chunk)
             if self._held_eof:
                 self.write_eof()
+            if self._holding_back:
+                self._holding_back = False
+                self.relay.resume_writing(self.side)
         if got.plaintext:
             self.relay.data(self.side, got.plaintext)
         if got.closed:
@@ -216,6 +231,7 @@ class TlsServerSide:
             self.relay.eof(self.side)
 
     def _fail(self, exc: BaseException) -> None:
+        log.warning("TLS on a data connection to the FTP server failed: %s", exc)
         self._failed = True
         self.relay.lost(self.side, ConnectionAbortedError(f"TLS to the FTP server: {exc}"))
         if self._raw is not None:

@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import hashlib
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,8 @@ from tunnel.ftp_layer import (
     ToServer,
 )
 from tunnel.lasthop import LastHopTls, TlsMode, check_peer, client_context, parse_fingerprint
-from tunnel.tls_pipe import TlsPipe
+from tunnel.relay import Side
+from tunnel.tls_pipe import TlsPipe, TlsServerSide
 
 
 def tls_layer(mode: TlsMode = TlsMode.REQUIRE, from_app: bool = True) -> FtpLayer:
@@ -291,3 +293,114 @@ def test_pipe_verifies_the_ca_and_the_name_and_carries_bytes(tmp_path: Path) -> 
     assert check_peer(pinned, pipe.peer_certificate) is None
     wrong = LastHopTls(TlsMode.REQUIRE, fingerprint=bytes(32))
     assert "not the pinned" in (check_peer(wrong, pipe.peer_certificate) or "")
+
+
+# -- TlsServerSide: a data connection's server side in TLS -----------------------------------
+class FakeRelay:
+    """Records what the TLS side hands the relay (the Sink calls)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.data_in = b""
+
+    def attach(self, side: Side, endpoint: object) -> None:
+        self.calls.append(("attach", side))
+
+    def data(self, side: Side, data: bytes) -> None:
+        self.data_in += data
+
+    def eof(self, side: Side) -> None:
+        self.calls.append(("eof", side))
+
+    def pause_writing(self, side: Side) -> None:
+        self.calls.append(("pause_writing", side))
+
+    def resume_writing(self, side: Side) -> None:
+        self.calls.append(("resume_writing", side))
+
+    def lost(self, side: Side, exc: BaseException | None) -> None:
+        self.calls.append(("lost", str(exc)))
+
+
+class WireEnd:
+    """The SSH channel under the TLS side: what it was asked to send."""
+
+    def __init__(self) -> None:
+        self.sent = b""
+        self.eof = self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.sent += data
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def tls_side(tmp_path: Path, check: Callable[[TlsPipe], str | None] = lambda p: None,
+             ) -> tuple[TlsServerSide, FakeRelay, WireEnd, ssl.SSLObject, ssl.MemoryBIO,
+                        ssl.MemoryBIO]:
+    cert, key, _ = make_cert(tmp_path, "ftp.example")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    relay, wire_end = FakeRelay(), WireEnd()
+    side = TlsServerSide(relay, TlsPipe(client_context(LastHopTls(
+        TlsMode.REQUIRE, ca_file=str(cert))), "ftp.example"), check)
+    side.attach(Side.SERVER, wire_end)
+    return side, relay, wire_end, server, s_in, s_out
+
+
+def pump(side: TlsServerSide, wire_end: WireEnd, server: ssl.SSLObject, s_in: ssl.MemoryBIO,
+         s_out: ssl.MemoryBIO) -> None:
+    for _ in range(6):
+        s_in.write(wire_end.sent)
+        wire_end.sent = b""
+        with contextlib.suppress(ssl.SSLWantReadError):
+            server.do_handshake()
+        if s_out.pending:
+            side.data(Side.SERVER, s_out.read())
+
+
+def test_an_upload_waits_for_the_handshake_without_piling_up(tmp_path: Path) -> None:
+    side, relay, wire_end, server, s_in, s_out = tls_side(tmp_path)
+    block = b"x" * (64 * 1024)
+    for _ in range(5):  # 320 KiB before the handshake: the client is paused past 256 KiB
+        side.write(block)
+    side.write_eof()
+    assert ("pause_writing", Side.SERVER) in relay.calls
+    assert b"x" * 100 not in wire_end.sent
+    pump(side, wire_end, server, s_in, s_out)
+    assert ("resume_writing", Side.SERVER) in relay.calls and wire_end.eof
+    received = b""
+    with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+        while chunk := server.read(1 << 20):
+            received += chunk
+    assert received == block * 5  # whole, in order, then close_notify
+
+
+def test_the_servers_close_notify_ends_the_download(tmp_path: Path) -> None:
+    side, relay, wire_end, server, s_in, s_out = tls_side(tmp_path)
+    pump(side, wire_end, server, s_in, s_out)
+    server.write(b"file bytes")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        server.unwrap()
+    side.data(Side.SERVER, s_out.read())
+    assert relay.data_in == b"file bytes" and ("eof", Side.SERVER) in relay.calls
+    assert wire_end.sent  # our close_notify went back: vsftpd waits for it
+    side.eof(Side.SERVER)  # the TCP end after it: heard once, not twice
+    assert relay.calls.count(("eof", Side.SERVER)) == 1
+
+
+def test_a_refused_certificate_loses_the_connection_before_any_byte(tmp_path: Path) -> None:
+    side, relay, wire_end, server, s_in, s_out = tls_side(tmp_path, lambda p: "not pinned")
+    side.write(b"secret file")
+    pump(side, wire_end, server, s_in, s_out)
+    assert any(name == "lost" and "not pinned" in str(arg) for name, arg in relay.calls)
+    assert wire_end.closed
