@@ -103,6 +103,11 @@ def unusable_ca(policy: LastHopTls) -> str | None:
 def _context(policy: LastHopTls, ca_mtime: int) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=policy.ca_file or None)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Offer a P-256 key share alone. OpenSSL's client leads with X25519, which vsftpd and
+    # pure-ftpd do not take: each connection, control and every data connection, then
+    # began with a HelloRetryRequest, one more round trip through SSH and the DMZ. P-256 is
+    # the group every TLS 1.3 server must support (RFC 8446 §9.1).
+    context.set_ecdh_curve("prime256v1")
     if policy.insecure or policy.fingerprint:
         # The pin replaces the chain and the name: a self-signed server certificate is the
         # usual reason to pin. check_peer() compares it before a byte of FTP is sent.
