@@ -39,12 +39,13 @@ from tunnel.sftp_map import (
     AsciiToNetwork,
     Entry,
 )
+from tunnel.sftp_pipeline import PipelinedReader, PipelinedWriter, ReadAt, WriteAt, depth_for
 from tunnel.socks import Request
 from tunnel.ssh import Lease, Login
 
 log = logging.getLogger("tunnel.sftp")
 
-CHUNK = 1 << 20  # per SFTP read/write call; asyncssh runs it as parallel requests
+CHUNK = 1 << 20  # what an upload reads from the client at most per pass
 DATA_TIMEOUT = 30.0  # for the client's data connection to arrive or to accept ours
 LOST_STATUS = frozenset({FX_NO_CONNECTION, FX_CONNECTION_LOST})
 
@@ -453,66 +454,62 @@ class FtpSftp:
         finally:
             self._data = None
 
+    def _in_flight(self) -> int:
+        """The bytes of SFTP requests a transfer keeps in flight: the channel's window, so
+        that a download never waits on a round trip the window would have allowed."""
+        return self.profile.channel_window_mib << 20
+
     async def _download(self, op: ops.Download) -> ops.Transferred:
         conn, file = self._take_data(), self._file
         assert file is not None
         to_network = AsciiToNetwork(op.to_network)
-        offset, sent = op.offset, 0
-        loop = asyncio.get_running_loop()
-        # One read ahead: the next block comes over SFTP while this one goes to the client,
-        # so neither side waits for the other. Memory: two blocks at most.
-        ahead = loop.create_task(file.read(CHUNK, offset))
+        block = file.read_len or 32768
+        reads = PipelinedReader(_reader_of(file), op.offset, block,
+                                depth_for(self._in_flight(), block))
+        sent = 0
         try:
             while True:
                 try:
-                    block = cast(bytes, await ahead)  # encoding=None: bytes
+                    data = await reads.next()
                 except BaseException:
                     conn.abort()  # a reset, so the client cannot take it for the file's end
                     raise
-                if not block:
+                if not data:
                     break
-                offset += len(block)
-                ahead = loop.create_task(file.read(CHUNK, offset))
-                data = to_network.feed(block)
+                data = to_network.feed(data)
                 await conn.write(data)
                 sent += len(data)
             return ops.Transferred(await conn.finish(), sent)
         except DataCut as cut:
             return ops.Transferred(cut.ending, sent, cut.detail)
         finally:
-            _settle(ahead)
+            reads.close()
             self._data = None
 
     async def _upload(self, op: ops.Upload) -> ops.Transferred:
         conn, file = self._take_data(), self._file
         assert file is not None
         from_network = AsciiFromNetwork(op.from_network)
-        offset, written = op.offset, 0
-        # One write in flight while the next block is read from the client: the SFTP side
-        # (parallel requests inside asyncssh) and the socket side overlap.
-        writing: asyncio.Task[int] | None = None
+        block = file.write_len or 32768
+        # APPE (no offset): the server appends, so its writes go one at a time, in order.
+        writes = PipelinedWriter(_writer_of(file), op.offset or 0,
+                                 depth_for(self._in_flight(), block)
+                                 if op.offset is not None else 1)
+        written = 0
         try:
             while True:
                 try:
-                    block = await conn.read_block(CHUNK)
+                    got = await conn.read_block(CHUNK)
                 except DataCut as cut:
-                    if writing is not None:
-                        await writing  # what arrived before the cut (an APPE keeps it)
+                    await writes.flush()  # what arrived before the cut (an APPE keeps it)
                     return ops.Transferred(cut.ending, written, cut.detail)
-                data = from_network.feed(block) if block else from_network.flush()
-                if writing is not None:
-                    await writing
-                    writing = None
-                if data:
-                    writing = asyncio.get_running_loop().create_task(file.write(data, offset))
-                    if offset is not None:
-                        offset += len(data)
-                    written += len(data)
-                if not block:
+                data = from_network.feed(got) if got else from_network.flush()
+                for start in range(0, len(data), block):
+                    await writes.write(data[start:start + block])
+                written += len(data)
+                if not got:
                     break
-            if writing is not None:
-                await writing
-                writing = None
+            await writes.flush()
             conn.close()
             if self._control_gone():
                 # A client that dies mid-upload closes both connections, and its data
@@ -523,27 +520,43 @@ class FtpSftp:
                                        "control connection too: not known to be whole")
             return ops.Transferred(ops.Ending.COMPLETE, written)
         finally:
-            if writing is not None:
-                _settle(writing)
+            writes.close()
             if self._data is conn and conn.ending is not ops.Ending.COMPLETE:
                 conn.abort()  # we stopped reading before its end: the client must know
             self._data = None
+
+
+def _reader_of(file: asyncssh.SFTPClientFile) -> ReadAt:
+    """One SFTP read request at an offset, b"" past the end. asyncssh's public read() runs
+    a whole call's parallel requests and joins them; the pipeline needs them one by one,
+    which its handler's read (stable since asyncssh 2.0) gives."""
+    handler, handle = file._handler, file._handle  # private: see above
+    assert handle is not None
+
+    async def read_at(offset: int, size: int) -> bytes:
+        try:
+            data, _ = await handler.read(handle, offset, size)
+        except asyncssh.SFTPEOFError:
+            return b""
+        return data
+
+    return read_at
+
+
+def _writer_of(file: asyncssh.SFTPClientFile) -> WriteAt:
+    handler, handle = file._handler, file._handle  # private: as in _reader_of
+    assert handle is not None
+
+    async def write_at(offset: int, data: bytes) -> object:
+        return await handler.write(handle, offset, data)
+
+    return write_at
 
 
 class _LoginError(Exception):
     def __init__(self, failure: ops.LoginFailed) -> None:
         super().__init__(failure.message)
         self.failure = failure
-
-
-def _settle(task: asyncio.Task[Any]) -> None:
-    """A read ahead or write behind that is no longer wanted runs to its end, its outcome
-    dropped: cancelling it would orphan asyncssh's parallel requests inside."""
-    if task.done():
-        if not task.cancelled():
-            task.exception()
-    else:
-        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
 
 
 def _entry(name: str, attrs: asyncssh.SFTPAttrs, longname: str = "") -> Entry:
