@@ -80,6 +80,17 @@ class CorkableTransport:
         return getattr(self._transport, name)
 
 
+def cork_this_pass(conn: object) -> None:
+    """Cork `conn`'s socket until the event loop has run the callbacks already scheduled:
+    requests whose tasks were just created send their packets then, and those packets
+    leave in one send(). ftp-sftp's uploads issue several SFTP writes (each 8 SSH packets
+    and their SSH_MSG_IGNOREs) per read from the client."""
+    socket = _CORKABLE.get(conn)
+    if socket is not None:
+        socket.cork()
+        asyncio.get_running_loop().call_soon(socket.uncork)
+
+
 class CorkedChannel:
     """A relay endpoint over an SSH channel: the packets one write() makes leave together."""
 
@@ -126,7 +137,19 @@ class _Handover(asyncio.Protocol):
         self._inner.connection_made(cast(asyncio.Transport, self._socket))
 
     def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
+        # What handling sshd's bytes sends leaves in one send(): above all the channel data
+        # a WINDOW_ADJUST releases. An upload spends most of its time with sshd's window
+        # shut (sshd grants 2 MiB), so most of its packets went out there, one send() per
+        # SSH packet and one per SSH_MSG_IGNORE (py-spy, ftp-sftp STOR: 38 % of samples).
+        socket = self._socket
+        if socket is None:
+            self._inner.data_received(data)
+            return
+        socket.cork()
+        try:
+            self._inner.data_received(data)
+        finally:
+            socket.uncork()
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received()

@@ -26,6 +26,7 @@ import asyncssh
 
 from tunnel import outgoing
 from tunnel import sftp_ops as ops
+from tunnel.coalesce import cork_this_pass
 from tunnel.config import LineEnding, Profile
 from tunnel.context import HandlerSession
 from tunnel.dataconn import DataConnection, DataCut
@@ -506,6 +507,8 @@ class FtpSftp:
                 data = from_network.feed(got) if got else from_network.flush()
                 for start in range(0, len(data), block):
                     await writes.write(data[start:start + block])
+                if data and self.lease is not None and self.lease.entry is not None:
+                    cork_this_pass(self.lease.entry.conn)  # the writes just issued: one send
                 written += len(data)
                 if not got:
                     break
