@@ -42,7 +42,7 @@ from tunnel.sftp_map import (
 )
 from tunnel.sftp_pipeline import PipelinedReader, PipelinedWriter, ReadAt, WriteAt, depth_for
 from tunnel.socks import Request
-from tunnel.ssh import Lease, Login
+from tunnel.ssh import WINDOW_FLOOR, Lease, Login, channel_window
 
 log = logging.getLogger("tunnel.sftp")
 
@@ -456,9 +456,14 @@ class FtpSftp:
             self._data = None
 
     def _in_flight(self) -> int:
-        """The bytes of SFTP requests a transfer keeps in flight: the channel's window, so
-        that a download never waits on a round trip the window would have allowed."""
-        return self.profile.channel_window_mib << 20
+        """The bytes of SFTP requests a transfer keeps in flight: what a channel opened now
+        on this connection would get as its window (ssh.channel_window: the connection's
+        budget shared by its channels), so a download does not wait on a round trip that
+        the window allows, and a slow client holds no more replies than that."""
+        entry = self.lease.entry if self.lease is not None else None
+        if entry is None:
+            return WINDOW_FLOOR
+        return channel_window(entry.channel_window, entry.channels)
 
     async def _download(self, op: ops.Download) -> ops.Transferred:
         conn, file = self._take_data(), self._file

@@ -364,6 +364,10 @@ class SSHPool:
             encryption_algs=cipher_preference(profile.ciphers),
             keepalive_interval=profile.keepalive_interval,
             keepalive_count_max=profile.keepalive_count_max,
+            # The window of session channels (ftp-sftp's SFTP channel; TCP channels get
+            # theirs in _channel): asyncssh's default, 2 MiB, bound every ftp-sftp download
+            # to 2 MiB per round trip whatever it kept in flight (at 20 ms: 35.6 MB/s).
+            window=profile.channel_window_mib << 20,
             config=None,  # ~/.ssh/config must not change what this file says
         )
 
