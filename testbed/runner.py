@@ -561,6 +561,8 @@ class ScenarioRun:
             failures += _reset_failures(transcript)
         if "late-list" in step.ops and "late-list got" not in transcript:
             failures.append("late-list: no listing over the late data connection")
+        if "download-cut" in step.ops and "download-cut then: 200" not in transcript:
+            failures.append("download-cut: the session did not go on after a cut download")
         return failures
 
     def _fault(self, fault: str) -> None:

@@ -23,8 +23,8 @@ MODES = ("epsv", "pasv", "active")
 DEFAULT_OPS = ("upload", "download", "list")
 # wait: sit idle `idle` seconds; upload-reset: STOR half the payload, then cut the data
 # connection with a TCP RST (both ftplib only)
-OPS = (*DEFAULT_OPS, "wait", "upload-reset", "late-list")
-FTPLIB_ONLY_OPS = ("wait", "upload-reset", "late-list")
+OPS = (*DEFAULT_OPS, "wait", "upload-reset", "late-list", "download-cut")
+FTPLIB_ONLY_OPS = ("wait", "upload-reset", "late-list", "download-cut")
 CHECKS = ("encrypted", "cleartext", "no_bypass", "only_ssh", "integrity", "log", "lost",
           "memory", "secrets", "listen_drops", "file", "tls")
 # FTP servers that can require explicit FTPS (`tls = true`), and the keys that go with it.

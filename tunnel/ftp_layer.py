@@ -66,6 +66,9 @@ from tunnel.lasthop import TlsMode
 
 TRANSFER_VERBS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
 PROXY_FEATURES = ["EPRT", "EPSV", "PASV", "UTF8"]
+# Features the server may list that the proxy refuses its client (AUTH: 534, the others
+# 503): FEAT must not offer them (RFC 2389 §3.2: a listed feature is one that works).
+REFUSED_FEATURES = frozenset({b"AUTH", b"PBSZ", b"PROT", b"CCC"})
 CUT_TRANSFER = (b"426 Transfer cut short: the data connection was reset or broken (the "
                 b"server saw it end and may keep a partial file).\r\n")
 
@@ -452,6 +455,8 @@ class FtpLayer:
         if kind is _Pending.RELAY:
             if reply.code == 230 and command is not None and command.verb in ("USER", "PASS"):
                 return [ToClient(reply.raw), *self._protect_data()]
+            if reply.code == 211 and command is not None and command.verb == "FEAT":
+                return [ToClient(_without_refused_features(reply.raw))]
             if _is_transfer(command):
                 reset, self._data_reset = self._data_reset, False
                 if reset and reply.code // 100 == 2:
@@ -607,3 +612,14 @@ class FtpLayer:
         self.state = State.CLOSED
         self._password = None
         return [Close(reason)]
+
+
+def _without_refused_features(raw: bytes) -> bytes:
+    """The server's FEAT reply less the features the proxy refuses; the first and last
+    lines (211-... and 211 End) always stay."""
+    lines = raw.split(b"\r\n")
+    kept = [line for index, line in enumerate(lines)
+            if index == 0 or not line.startswith(b" ")
+            or (line.split(None, 1) or [b""])[0].upper() not in REFUSED_FEATURES]
+    return b"\r\n".join(kept)
+

@@ -98,6 +98,7 @@ class FtpTunnel:
         # The control connection's TLS to the FTP server, once the server said 234.
         self._tls: TlsPipe | None = None
         self._tls_context: ssl.SSLContext | None = None
+        self._said_no_reuse = False
         self.user = profile.user
         self.lease: Lease | None = None  # None with a direct (fallback) control connection
         self._server: asyncio.Transport | asyncssh.SSHTCPChannel[bytes] | None = None
@@ -227,9 +228,11 @@ class FtpTunnel:
 
         def check(done: TlsPipe) -> str | None:
             refused = check_peer(self.last_hop, done.peer_certificate)
-            if refused is None and not done.tls.session_reused:
-                log.info("ftp session %d: the FTP server did not resume the TLS session on "
-                         "a data connection", self.session.id)
+            if refused is None and not done.tls.session_reused and not self._said_no_reuse:
+                # Once per session: pure-ftpd never resumes, and says so on every transfer.
+                self._said_no_reuse = True
+                log.info("ftp session %d: the FTP server does not resume the TLS session on "
+                         "data connections (a full handshake each)", self.session.id)
             return refused
 
         return TlsServerSide(relay, pipe, check)

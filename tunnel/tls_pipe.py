@@ -9,6 +9,7 @@ endpoint's feed hands it ciphertext as it would hand the relay.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -23,6 +24,9 @@ _READ_SIZE = 256 * 1024
 # Plaintext held while the handshake runs, beyond which the client is no longer read: an
 # upload must not pile up in memory behind a handshake that crosses a slow WAN.
 _HOLD_LIMIT = 256 * 1024
+
+# How long a data connection the client left is drained before it is closed regardless.
+DRAIN_LIMIT = 30.0
 
 log = logging.getLogger("tunnel.ftp")
 
@@ -130,6 +134,7 @@ class TlsServerSide:
         self._failed = False
         self._notified = False  # our close_notify went out
         self._ended = False  # the relay heard the server's end
+        self._draining = False  # the client left: the server's bytes are read and dropped
 
     # -- the feed's side: what the SSH channel's protocol calls ------------------------------
     def attach(self, side: Side, endpoint: Endpoint) -> None:
@@ -138,7 +143,7 @@ class TlsServerSide:
         endpoint.write(self.pipe.start())
 
     def data(self, side: Side, data: bytes) -> None:
-        if self._failed:
+        if self._failed or self._draining:
             return
         try:
             got = self.pipe.receive(data)
@@ -148,6 +153,11 @@ class TlsServerSide:
         self._after(got)
 
     def eof(self, side: Side) -> None:
+        if self._draining:
+            self._close_now()
+            return
+        if self._ended:  # the server's close_notify already ended it
+            return
         if not self._failed:
             # An end without close_notify raises: the relay hears the end all the same.
             with contextlib.suppress(ssl.SSLError):
@@ -161,6 +171,9 @@ class TlsServerSide:
         self.relay.resume_writing(side)
 
     def lost(self, side: Side, exc: BaseException | None) -> None:
+        if self._draining:
+            self._raw = None  # gone by itself
+            return
         self.relay.lost(side, exc)
 
     # -- the relay's side: an Endpoint -----------------------------------------------------
@@ -190,12 +203,33 @@ class TlsServerSide:
             self._raw.resume_reading()
 
     def close(self) -> None:
+        """The relay is done with this connection. If the server has not ended it (the
+        client left mid-download), it is not cut: proftpd's mod_tls takes the broken pipe
+        a cut TLS data connection gives its next write for a fatal error and drops the whole
+        FTP session (a cut clear connection costs only the transfer). So the server is told
+        the end in TLS (close_notify, then EOF), and what it still sends is read and dropped
+        until it ends the connection, for DRAIN_LIMIT seconds at most."""
+        if self._raw is None or self._ended or self._failed or not self.pipe.handshaken:
+            self._close_now()
+            return
+        self._draining = True
+        self._notify()
+        with contextlib.suppress(OSError):
+            self._raw.write_eof()
+            self._raw.resume_reading()  # the relay may have paused it
+        asyncio.get_running_loop().call_later(DRAIN_LIMIT, self._close_now)
+
+    def _close_now(self) -> None:
         if self._raw is not None:
-            self._raw.close()
+            raw, self._raw = self._raw, None
+            raw.close()
 
     # -- internals ---------------------------------------------------------------------------
     def _after(self, got: Received) -> None:
-        assert self._raw is not None
+        # Called from asyncssh's packet handling: an exception here would end the whole SSH
+        # connection, so a connection already closed on our side is simply done.
+        if self._raw is None:
+            return
         if got.to_send:
             self._raw.write(got.to_send)
         if got.handshake_done:

@@ -197,6 +197,25 @@ try:
             except ftplib.Error as exc:
                 reply = str(exc)
             print("upload-reset reply:", reply, flush=True)
+        elif op == "download-cut":
+            # A client that wants only the start of a file (curl -r, a viewer): it reads
+            # 1 MiB, then resets the data connection. The session must go on.
+            ftp.voidcmd("TYPE I")
+            conn = ftp.transfercmd(f"RETR {directory}/{name}")
+            got = 0
+            while got < (1 << 20):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            try:
+                reply = ftp.getresp()
+            except ftplib.Error as exc:
+                reply = str(exc)
+            print("download-cut reply:", reply, flush=True)
+            print("download-cut then:", ftp.voidcmd("NOOP"), flush=True)
         elif op == "late-list":
             # PASV, then connect only `idle` seconds later: later than the proxy waits
             # (proxy.data_wait). What happens to a data connection nobody expects any more?

@@ -3,6 +3,7 @@ config keys and fingerprints, and TlsPipe against a real TLS server object in me
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import hashlib
@@ -404,3 +405,51 @@ def test_a_refused_certificate_loses_the_connection_before_any_byte(tmp_path: Pa
     pump(side, wire_end, server, s_in, s_out)
     assert any(name == "lost" and "not pinned" in str(arg) for name, arg in relay.calls)
     assert wire_end.closed
+
+
+def test_a_download_the_client_left_is_drained_not_cut(tmp_path: Path) -> None:
+    """proftpd drops the whole session on a broken pipe on a TLS data connection: the
+    server is told the end in TLS and read until it ends, never cut mid-write."""
+
+    async def run() -> None:
+        side, relay, wire_end, server, s_in, s_out = tls_side(tmp_path)
+        pump(side, wire_end, server, s_in, s_out)
+        wire_end.sent = b""
+        side.close()  # the relay is done: its client reset the connection
+        assert not wire_end.closed and wire_end.eof and wire_end.sent  # close_notify, EOF
+        server.write(b"more of the file")
+        side.data(Side.SERVER, s_out.read())  # read and dropped
+        assert relay.data_in == b"" and not wire_end.closed
+        side.eof(Side.SERVER)  # the server ended it: now it is closed
+        assert wire_end.closed
+        assert ("eof", Side.SERVER) not in relay.calls  # the relay was already done
+
+    asyncio.run(run())
+
+
+def test_the_channels_end_after_the_relay_closed_is_harmless(tmp_path: Path) -> None:
+    """asyncssh delivers the channel's EOF after the close_notify ended the relay: an
+    exception there would take the whole SSH connection down."""
+    side, relay, wire_end, server, s_in, s_out = tls_side(tmp_path)
+    pump(side, wire_end, server, s_in, s_out)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        server.unwrap()
+    side.data(Side.SERVER, s_out.read())
+    side.close()  # ended: closed at once
+    assert wire_end.closed
+    side.eof(Side.SERVER)
+    side.data(Side.SERVER, b"late")
+    assert relay.calls.count(("eof", Side.SERVER)) == 1
+
+
+def test_feat_does_not_offer_what_the_proxy_refuses() -> None:
+    layer = tls_layer()
+    up_to_auth(layer)
+    layer.server_data(b"234 go\r\n")
+    layer.tls_ready()
+    layer.server_data(b"331 p\r\n")
+    layer.server_data(b"230 in\r\n200 PBSZ=0\r\n200 PROT P\r\n")
+    assert layer.client_data(b"FEAT\r\n") == [ToServer(b"FEAT\r\n")]
+    out = layer.server_data(b"211-Features:\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n EPSV\r\n"
+                            b" MDTM\r\n211 End\r\n")
+    assert to_client(out) == b"211-Features:\r\n EPSV\r\n MDTM\r\n211 End\r\n"
