@@ -23,6 +23,7 @@ bench: setup
 	.venv/bin/python bench/last_hop_tls.py
 	.venv/bin/python bench/memory.py
 	.venv/bin/python bench/sftp.py
+	.venv/bin/python bench/summary.py
 
 fuzz: setup
 	.venv/bin/python -m fuzz.campaign
