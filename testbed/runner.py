@@ -422,14 +422,16 @@ class ScenarioRun:
 
     def _during(self, step: Step) -> None:
         """The step's `during` faults, on the timer thread: an exception there would be lost,
-        so it is kept for the step to raise."""
+        so it is kept for the step to raise. `ends_within` counts from the moment they
+        begin: a kill takes effect while the fault runs (through `docker exec` that is a
+        few hundred ms), and a client that ends meanwhile ended because of it (CI saw one
+        end "0.00 s before the faults fired", timed from their end)."""
+        self._fired_at = time.monotonic()
         try:
             for fault in step.during:
                 self._fault(fault)
         except Exception as exc:
             self._during_error = f"{type(exc).__name__}: {exc}"
-        finally:
-            self._fired_at = time.monotonic()
 
     def _ends_within(self, step: Step) -> Verdict:
         return ends_within(self._fired_at, [end for _, end in self._session_spans],
