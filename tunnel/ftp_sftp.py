@@ -10,8 +10,8 @@ Every decision is the pure `sftp_layer`'s; this module executes its operations:
 - data connections, which end here on the client host (`dataconn.DataConnection`): passive
   ones arrive as SOCKS requests that `SocksSession` hands over by their transport; active
   ones (PORT/EPRT) the proxy connects itself;
-- transfers that stream with bounded memory: SFTP reads and writes of `CHUNK` bytes, which
-  asyncssh runs as parallel requests, with one block in flight while the next moves.
+- transfers that stream with bounded memory: SFTP reads and writes of the server's largest
+  request size, pipelined (sftp_pipeline.py) with a channel window's worth in flight.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from tunnel.ssh import WINDOW_FLOOR, Lease, Login, channel_window
 
 log = logging.getLogger("tunnel.sftp")
 
-CHUNK = 1 << 20  # what an upload reads from the client at most per pass
 DATA_TIMEOUT = 30.0  # for the client's data connection to arrive or to accept ours
 LOST_STATUS = frozenset({FX_NO_CONNECTION, FX_CONNECTION_LOST})
 
@@ -505,13 +504,15 @@ class FtpSftp:
         try:
             while True:
                 try:
-                    got = await conn.read_block(CHUNK)
+                    # One SFTP write's worth at a time: no slicing of a bigger read.
+                    got = await conn.read_block(block)
                 except DataCut as cut:
                     await writes.flush()  # what arrived before the cut (an APPE keeps it)
                     return ops.Transferred(cut.ending, written, cut.detail)
                 data = from_network.feed(got) if got else from_network.flush()
-                for start in range(0, len(data), block):
-                    await writes.write(data[start:start + block])
+                for start in range(0, len(data), block):  # TYPE A may have grown it
+                    await writes.write(data[start:start + block] if len(data) > block
+                                       else data)
                 if data and self.lease is not None and self.lease.entry is not None:
                     cork_this_pass(self.lease.entry.conn)  # the writes just issued: one send
                 written += len(data)
