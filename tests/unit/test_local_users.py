@@ -22,6 +22,7 @@ from tunnel.localuser import (
     diag_request,
     diag_uid,
     proc_net_uid,
+    proc_net_uids_to,
 )
 from tunnel.rules import Action, DstMatcher, PortSet, Rule, RuleSet
 from tunnel.users import LocalUser, UserSet
@@ -68,6 +69,31 @@ def test_proc_net_tcp_gives_the_same_uid() -> None:
              f"   1: {local} {remote} 01 00000000:00000000 00:00000000 00000000  1001 0 2\n")
     assert proc_net_uid(table, ("127.0.0.1", 40000), ("127.0.0.1", 1080)) == 1001
     assert proc_net_uid(table, ("127.0.0.1", 40001), ("127.0.0.1", 1080)) is None
+
+
+def _proc_line(n: int, local: tuple[str, int], remote: tuple[str, int], state: str,
+               uid: int) -> str:
+    def hexed(address: str, port: int) -> str:
+        word = struct.unpack("=I", bytes(int(x) for x in address.split(".")))[0]
+        return f"{word:08X}:{port:04X}"
+    return (f"   {n}: {hexed(*local)} {hexed(*remote)} {state} 00000000:00000000 "
+            f"00:00000000 00000000  {uid} 0 {n}\n")
+
+
+def test_a_nat_remapped_port_is_found_by_its_destination_when_one_user_owns_it() -> None:
+    """NAT gave a redirected connection another source port: the client's socket is still
+    among the established ones from its address to the original destination."""
+    head = "  sl  local_address rem_address   st ...\n"
+    ftp = ("10.77.2.2", 21)
+    own = _proc_line(0, ("10.77.1.1", 52202), ftp, "01", 1001)
+    table = head + own + _proc_line(1, ("10.77.1.1", 40000), ftp, "06", 0)  # TIME_WAIT
+    assert proc_net_uid(table, ("10.77.1.1", 61000), ftp) is None  # the remapped port
+    assert proc_net_uids_to(table, "10.77.1.1", ftp) == {1001}
+    # Another user's connection to the same server: ambiguous, so unknown (owner_uid
+    # then returns None and a users rule refuses; it never names the wrong user).
+    table += _proc_line(2, ("10.77.1.1", 52203), ftp, "01", 1002)
+    assert proc_net_uids_to(table, "10.77.1.1", ftp) == {1001, 1002}
+    assert proc_net_uids_to(table, "10.77.1.2", ftp) == set()
 
 
 def test_names_are_remembered_for_a_while() -> None:
