@@ -239,7 +239,9 @@ def _explain(cfg: Config, destination: str, resolve: bool) -> int:
         else:
             lines.append(f"last hop: CLEAR from {ssh_host} to {host}:{port}")
         if decision.fallback_to_plain:
-            lines.append("fallback: connects directly, unencrypted, if SSH fails")
+            how = ("in FTPS as above, not through SSH" if decision.last_hop.on
+                   else "unencrypted")
+            lines.append(f"fallback: connects directly, {how}, if SSH fails")
     if cfg.proxy.transparent:
         from tunnel import nft
         for gateway in ("", "IFACE"):
