@@ -190,3 +190,31 @@ last_hop_ca = "{pki.ca}"
     assert "last hop: from ssh.example to ftp.example:21 in FTPS (AUTH TLS, PROT P), " \
         "required; server certificate checked against" in out.stdout
     assert str(pki.ca) in out.stdout
+
+
+def test_fallback_to_plain_still_speaks_ftps_to_the_server(
+        start_proxy: ProxyFactory, known_hosts: Path, ftps: Vsftpd, pki: RunPki,
+        users: dict[str, str], site: Path, tmp_path: Path) -> None:
+    """SSH unreachable and fallback_to_plain: the proxy connects straight to the server,
+    and the hop is still FTPS (vsftpd refuses anything else), passive and active."""
+    require("curl")
+    user, password = next(iter(users.items()))
+    nobody = free_port()  # no SSH server listens here
+    profile = f"""
+[[profile]]
+id = "app"
+host = "127.0.0.1"
+port = {nobody}
+auth = ["password"]
+known_hosts = "{known_hosts}"
+"""
+    proxy = start_proxy(profile + ftp_rule(ftps.port, extra=(
+        f'fallback_to_plain = true\nlast_hop_tls = "require"\nlast_hop_ca = "{pki.ca}"')))
+    for extra in ([], ["-P", "127.0.0.1"]):
+        got = tmp_path / "got.bin"
+        done = curl(proxy, f"ftp://{user}:{password}@localhost:{ftps.port}/data.bin", *extra,
+                    "-o", str(got))
+        assert done.returncode == 0, done.stderr + proxy.log()[-3000:]
+        assert sha(got) == sha(site / "data.bin")
+    records = audit(proxy, "direct-fallback")
+    assert {r["last_hop"] for r in records} == {"tls"}, records
