@@ -184,7 +184,9 @@ class TlsServerSide:
             if self._held_bytes > _HOLD_LIMIT and not self._holding_back:
                 self._holding_back = True
                 self.relay.pause_writing(self.side)
-        elif self._raw is not None:
+        elif self._raw is not None and not self._notified:
+            # (After our close_notify nothing more can go in TLS: such bytes are dropped, as a
+            # relay drops what arrives for a side that has ended.)
             self._raw.write(self.pipe.send(data))
 
     def write_eof(self) -> None:
