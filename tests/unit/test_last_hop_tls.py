@@ -58,6 +58,16 @@ def up_to_auth(layer: FtpLayer) -> None:
     assert layer.state is State.TLS_AUTH
 
 
+def logged_in_over_tls(layer: FtpLayer, protection: bytes = b"200 PROT P\r\n") -> None:
+    """Greeting, AUTH TLS accepted, handshake done, login, PBSZ accepted; `protection` is
+    the server's reply to PROT P (b"": left for the test to send)."""
+    up_to_auth(layer)
+    layer.server_data(b"234 go\r\n")
+    layer.tls_ready()
+    layer.server_data(b"331 p\r\n")
+    layer.server_data(b"230 in\r\n200 PBSZ=0\r\n" + protection)
+
+
 def test_require_logs_in_over_tls_then_protects_the_data() -> None:
     layer = tls_layer()
     up_to_auth(layer)
@@ -80,11 +90,7 @@ def test_require_logs_in_over_tls_then_protects_the_data() -> None:
 
 def test_active_transfers_are_tls_too() -> None:
     layer = tls_layer()
-    up_to_auth(layer)
-    layer.server_data(b"234 go\r\n")
-    layer.tls_ready()
-    layer.server_data(b"331 p\r\n")
-    layer.server_data(b"230 in\r\n200 PBSZ=0\r\n200 PROT P\r\n")
+    logged_in_over_tls(layer)
     layer.client_data(b"PORT 127,0,0,1,200,10\r\n")
     assert layer.client_data(b"RETR f\r\n") == [ToServer(b"EPSV\r\n")]
     out = layer.server_data(b"229 Entering Extended Passive Mode (|||30001|)\r\n")
@@ -116,22 +122,14 @@ def test_try_falls_back_to_clear_and_says_so() -> None:
 
 def test_try_with_prot_refused_keeps_tls_on_the_control_connection_only() -> None:
     layer = tls_layer(TlsMode.TRY)
-    up_to_auth(layer)
-    layer.server_data(b"234 go\r\n")
-    layer.tls_ready()
-    layer.server_data(b"331 p\r\n")
-    layer.server_data(b"230 in\r\n200 PBSZ=0\r\n")
+    logged_in_over_tls(layer, protection=b"")
     assert wire(layer.server_data(b"536 PROT P not supported\r\n")) == [LastHop("tls-control")]
     assert not layer.data_tls and layer.state is State.RELAY
 
 
 def test_require_with_prot_refused_closes() -> None:
     layer = tls_layer()
-    up_to_auth(layer)
-    layer.server_data(b"234 go\r\n")
-    layer.tls_ready()
-    layer.server_data(b"331 p\r\n")
-    layer.server_data(b"230 in\r\n200 PBSZ=0\r\n")
+    logged_in_over_tls(layer, protection=b"")
     out = layer.server_data(b"536 no\r\n")
     assert to_client(out).startswith(b"421 ") and isinstance(out[-1], Close)
 
@@ -161,11 +159,7 @@ def test_fixed_credentials_hear_the_greeting_once_the_hop_is_secured() -> None:
 
 def test_the_clients_own_protection_commands_never_reach_the_server() -> None:
     layer = tls_layer()
-    up_to_auth(layer)
-    layer.server_data(b"234 go\r\n")
-    layer.tls_ready()
-    layer.server_data(b"331 p\r\n")
-    layer.server_data(b"230 in\r\n200 PBSZ=0\r\n200 PROT P\r\n")
+    logged_in_over_tls(layer)
     for command in (b"PROT C\r\n", b"PBSZ 0\r\n", b"CCC\r\n"):
         out = layer.client_data(command)
         assert not any(isinstance(a, ToServer) for a in out)
@@ -444,11 +438,7 @@ def test_the_channels_end_after_the_relay_closed_is_harmless(tmp_path: Path) -> 
 
 def test_feat_does_not_offer_what_the_proxy_refuses() -> None:
     layer = tls_layer()
-    up_to_auth(layer)
-    layer.server_data(b"234 go\r\n")
-    layer.tls_ready()
-    layer.server_data(b"331 p\r\n")
-    layer.server_data(b"230 in\r\n200 PBSZ=0\r\n200 PROT P\r\n")
+    logged_in_over_tls(layer)
     assert layer.client_data(b"FEAT\r\n") == [ToServer(b"FEAT\r\n")]
     out = layer.server_data(b"211-Features:\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n EPSV\r\n"
                             b" MDTM\r\n211 End\r\n")
