@@ -164,6 +164,17 @@ ftp.login(user, password)
 ftp.set_pasv(mode != "active")
 
 
+def reset_and_reply(conn):
+    # Close the data connection with SO_LINGER {on, 0}, so close() sends a TCP RST, not a
+    # FIN (a FIN would be a whole, shorter file: RFC 959 stream mode); then the reply.
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    try:
+        return ftp.getresp()
+    except ftplib.Error as exc:
+        return str(exc)
+
+
 def make_directory():
     try:
         ftp.mkd(directory)
@@ -181,8 +192,7 @@ try:
                 print(ftp.storbinary(f"STOR {directory}/{name}", fh, callback=pace))
         elif op == "upload-reset":
             # A client that dies mid-upload: half the file, a second for it to reach the
-            # server's disk, then SO_LINGER {on, 0}, so close() sends a TCP RST, not a FIN
-            # (a FIN would be the end of a whole, shorter file: RFC 959 stream mode).
+            # server's disk, then a reset.
             make_directory()
             with open(payload, "rb") as fh:
                 data = fh.read()
@@ -190,13 +200,7 @@ try:
             conn = ftp.transfercmd(f"STOR {directory}/{name}")
             conn.sendall(data[: len(data) // 2])
             time.sleep(1.0)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-            try:
-                reply = ftp.getresp()
-            except ftplib.Error as exc:
-                reply = str(exc)
-            print("upload-reset reply:", reply, flush=True)
+            print("upload-reset reply:", reset_and_reply(conn), flush=True)
         elif op == "download-cut":
             # A client that wants only the start of a file (curl -r, a viewer): it reads
             # 1 MiB, then resets the data connection. The session must go on.
@@ -208,13 +212,7 @@ try:
                 if not chunk:
                     break
                 got += len(chunk)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-            try:
-                reply = ftp.getresp()
-            except ftplib.Error as exc:
-                reply = str(exc)
-            print("download-cut reply:", reply, flush=True)
+            print("download-cut reply:", reset_and_reply(conn), flush=True)
             print("download-cut then:", ftp.voidcmd("NOOP"), flush=True)
         elif op == "late-list":
             # PASV, then connect only `idle` seconds later: later than the proxy waits
