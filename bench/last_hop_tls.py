@@ -24,9 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import latency_table, write_json  # noqa: E402
-from testbed.runner import SOCKS_PORT, ScenarioRun  # noqa: E402
-from testbed.scenario import load  # noqa: E402
+from bench.rig import latency_table, loop_in_topology, write_json  # noqa: E402
+from testbed.runner import SOCKS_PORT  # noqa: E402
 
 # Runs inside the client host. argv: root, user, password, socks, sessions, size_mib, rounds.
 LOOP = r"""
@@ -90,20 +89,13 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench: network namespaces need root", file=sys.stderr)
         return 2
-    run = ScenarioRun(load(ROOT / "bench" / "scenarios" / "last-hop-tls.toml"),
-                      ROOT / "out" / "bench")
-    run.bring_up()
-    try:
-        user, password = run.users[0]
-        done = run.backend.run("client", [
-            sys.executable, "-c", LOOP, str(ROOT), user, password, f"127.0.0.1:{SOCKS_PORT}",
-            str(args.sessions), str(args.size_mib), str(args.rounds)], timeout=1200)
-    finally:
-        run.take_down()
-    if done.returncode != 0:
-        print(f"bench: the transfers failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+    out = loop_in_topology(
+        ROOT / "bench" / "scenarios" / "last-hop-tls.toml", LOOP,
+        lambda run: [*run.users[0], f"127.0.0.1:{SOCKS_PORT}", str(args.sessions),
+                     str(args.size_mib), str(args.rounds)], timeout=1200)
+    if out is None:
         return 1
-    measured = json.loads(done.stdout)
+    measured = json.loads(out)
     print(f"{args.sessions} ftplib sessions per mode, interleaved, one daemon, SSH connection "
           "pooled (login + passive NLST + QUIT, FTP server behind the SSH server), ms per "
           "session: median [p10-p90], ratio vs off")

@@ -233,3 +233,27 @@ def latency_table(samples: Mapping[str, list[float]], reference: str, ratio_key:
                          "p90_ms": round(p90, 2), ratio_key: round(med / base, 3)}
         print(f"  {name:{width}s} {med:8.2f}  [{p10:.2f}-{p90:.2f}]  x{med / base:.3f}")
     return results
+
+
+def loop_in_topology(scenario_file: Path, loop: str,
+                     args_of: Callable[[Any], list[str]], timeout: float) -> str | None:
+    """Bring up a scenario's topology (network namespaces, its services and proxy), run the
+    Python `loop` on its client host with the repository and `args_of(run)` as argv (the
+    run's first user and the SOCKS listener, `testbed.runner.SOCKS_PORT`, are there to
+    use), take it down, and return the loop's stdout; None, with its stderr, if it failed."""
+    from testbed.runner import ScenarioRun
+    from testbed.scenario import load
+
+    root = Path(__file__).resolve().parents[1]
+    run = ScenarioRun(load(scenario_file), root / "out" / "bench")
+    run.bring_up()
+    try:
+        done = run.backend.run("client", [sys.executable, "-c", loop, str(root),
+                                          *args_of(run)], timeout=timeout)
+    finally:
+        run.take_down()
+    if done.returncode != 0:
+        print(f"bench: the loop in the topology failed:\n{done.stderr[-2000:]}",
+              file=sys.stderr)
+        return None
+    return str(done.stdout)

@@ -21,9 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import latency_table, write_json  # noqa: E402
-from testbed.runner import SOCKS_PORT, ScenarioRun  # noqa: E402
-from testbed.scenario import load  # noqa: E402
+from bench.rig import latency_table, loop_in_topology, write_json  # noqa: E402
+from testbed.runner import SOCKS_PORT  # noqa: E402
 
 # Runs inside the client host: both modes in turn, one warm-up each (the SSH login).
 LOOP = r"""
@@ -60,20 +59,13 @@ def main() -> int:
     if os.geteuid() != 0 or not shutil.which("nft"):
         print("bench: transparent capture needs root and nft", file=sys.stderr)
         return 2
-    scenario = load(ROOT / "scenarios" / "transparent-local.toml")
-    run = ScenarioRun(scenario, ROOT / "out" / "bench")
-    run.bring_up()
-    try:
-        user, password = run.users[0]
-        done = run.backend.run("client", [
-            sys.executable, "-c", LOOP, str(ROOT), run.scenario.topology.address("ftp"), user,
-            password, f"127.0.0.1:{SOCKS_PORT}", str(args.sessions)], timeout=600)
-    finally:
-        run.take_down()
-    if done.returncode != 0:
-        print(f"bench: the sessions failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+    out = loop_in_topology(
+        ROOT / "scenarios" / "transparent-local.toml", LOOP,
+        lambda run: [run.scenario.topology.address("ftp"), *run.users[0],
+                     f"127.0.0.1:{SOCKS_PORT}", str(args.sessions)], timeout=600)
+    if out is None:
         return 1
-    samples: dict[str, list[float]] = json.loads(done.stdout)
+    samples: dict[str, list[float]] = json.loads(out)
     print(f"{args.sessions} sequential ftplib sessions per mode, interleaved, one daemon "
           "(login + passive NLST + QUIT, FTP server behind the SSH server), ms per session: "
           "median [p10-p90], ratio vs SOCKS")
