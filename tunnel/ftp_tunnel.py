@@ -97,7 +97,6 @@ class FtpTunnel:
                               last_hop_tls=last_hop.mode)
         # The control connection's TLS to the FTP server, once the server said 234.
         self._tls: TlsPipe | None = None
-        self._tls_context: ssl.SSLContext | None = None
         self._said_no_reuse = False
         self.user = profile.user
         self.lease: Lease | None = None  # None with a direct (fallback) control connection
@@ -188,8 +187,7 @@ class FtpTunnel:
     # -- TLS to the FTP server (last_hop_tls) -------------------------------------------------
     def _start_tls(self) -> None:
         try:
-            self._tls_context = client_context(self.last_hop)
-            self._tls = TlsPipe(self._tls_context, self.request.host)
+            self._tls = TlsPipe(client_context(self.last_hop), self.request.host)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._run(self.layer.tls_failed(f"cannot set up TLS: {exc}"))
             return
@@ -223,8 +221,9 @@ class FtpTunnel:
     def _data_tls(self, relay: Relay) -> Sink:
         """The server side of a data connection in TLS, resuming the control connection's
         session (servers refuse a data connection from a client that does not)."""
-        assert self._tls is not None and self._tls_context is not None
-        pipe = TlsPipe(self._tls_context, self.request.host, session=self._tls.tls.session)
+        assert self._tls is not None
+        # The control connection's own context: Python resumes a session only within it.
+        pipe = TlsPipe(self._tls.tls.context, self.request.host, session=self._tls.tls.session)
 
         def check(done: TlsPipe) -> str | None:
             refused = check_peer(self.last_hop, done.peer_certificate)
@@ -246,7 +245,7 @@ class FtpTunnel:
             self._run(self.layer.server_closed(lost))
 
     # -- data connections --------------------------------------------------------------------
-    def _prepare_data(self, host: str, port: int) -> None:
+    def _prepare_data(self, host: str, port: int, tls: bool) -> None:
         """Open the server side of a passive data connection as soon as the 227/229 reply
         passes, while the client is still reading it: the client's SOCKS request then finds
         the channel open, which saves a round trip through SSH per transfer. Only the latest
@@ -254,7 +253,7 @@ class FtpTunnel:
         self._drop_prepared()
         relay = Relay(schedule=asyncio.get_running_loop().call_soon)
         task = asyncio.get_running_loop().create_task(
-            self.connect_data(host, port, relay, self.layer.data_tls))
+            self.connect_data(host, port, relay, tls))
         self._prepared = (host, port, relay, task)
 
     async def claim_data(self, host: str, port: int) -> tuple[Lease | None, Relay]:
@@ -384,7 +383,7 @@ class FtpTunnel:
                                        b"connection; closing.\r\n")
                     self.close("data connection capture failed")
                     return
-                self._prepare_data(action.target_host, action.port)
+                self._prepare_data(action.target_host, action.port, action.tls)
             elif isinstance(action, OpenUpstream):
                 self.user = action.user
                 self.session.record.ftp_user = action.user
