@@ -134,7 +134,7 @@ def clients_of(tls: bool) -> tuple[str, ...]:
 def render(server: str, transparent: bool = False, tls: bool = False) -> str:
     clients = clients_of(tls)
     steps = "".join(STEP.format(client=c, mode=m) for c in clients for m in MODES)
-    backends = '["netns", "docker"]' if server in ON_DOCKER and not tls else '["netns"]'
+    backends = '["netns", "docker"]' if server in ON_DOCKER else '["netns"]'
     how = ("\n# Transparent: the clients have no SOCKS setting; the kernel redirects them "
            "(tunnel nft)." if transparent else "")
     if tls:
