@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,10 @@ class SshRig:
         with open(self.known_hosts, "a") as fh:
             fh.write(f"[127.0.0.1]:{port} {line}")
 
-    def tunnel(self, dst: str, ports: str, action: str) -> TunnelProxy:
-        """`tunnel serve` logging in as root with the rig's key, and one rule."""
+    def tunnel(self, dst: str, ports: str, action: str,
+               prefix: Sequence[str] = ()) -> TunnelProxy:
+        """`tunnel serve` logging in as root with the rig's key, and one rule; `prefix`
+        goes before its command (bench/ab.py's environment)."""
         proxy = TunnelProxy(self.work / f"proxy{len(self._proxies)}", f"""
 [[profile]]
 id = "bench"
@@ -68,7 +70,7 @@ dst = "{dst}"
 ports = "{ports}"
 action = "{action}"
 profile = "bench"
-""").start()
+""", prefix=prefix).start()
         self._proxies.append(proxy)
         return proxy
 

@@ -27,10 +27,12 @@ from tunnel.coalesce import DirectConnector
 from tunnel.config import HostKeyPolicy, Profile, loose_write_permissions
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_channel_open, reply_for_os_error
+from tunnel.ignore import install as install_ignore_fix
 from tunnel.socks import Reply
 from tunnel.window import install as install_window_fix
 
 install_window_fix()  # asyncssh opens a paused channel's window too wide (tunnel/window.py)
+install_ignore_fix()  # asyncssh sends an SSH_MSG_IGNORE before every packet (tunnel/ignore.py)
 
 T = TypeVar("T")
 log = logging.getLogger("tunnel.ssh")

@@ -31,9 +31,11 @@ class Sshd(Service):
                  authorized_keys: Sequence[Path] = (), password_auth: bool = True,
                  permit_open: str = "any", allow_tcp_forwarding: bool = True,
                  host_key: Path | None = None, prefix: Sequence[str] = (),
-                 keyboard_interactive_only: bool = False) -> None:
+                 keyboard_interactive_only: bool = False, extra_config: Sequence[str] = ()
+                 ) -> None:
         """`keyboard_interactive_only`: passwords only through PAM's keyboard-interactive
-        prompt, as some hardened servers are set up (PasswordAuthentication no)."""
+        prompt, as some hardened servers are set up (PasswordAuthentication no).
+        `extra_config`: more sshd_config lines (e.g. `Ciphers +aes128-cbc`)."""
         self.workdir = workdir
         self.host, self.port = host, port
         workdir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,7 @@ class Sshd(Service):
             # In-process SFTP: the `ftp-sftp` action's far side, no sftp-server binary needed.
             "Subsystem sftp internal-sftp",
             "MaxStartups 1000:30:1000",
+            *extra_config,
             "",
         ]))
         if os.geteuid() == 0:  # privilege separation; sshd run by a user goes without it

@@ -1,0 +1,98 @@
+"""A/B of one of the proxy's asyncssh patches, same build, same run: two `tunnel serve`
+daemons side by side, one as shipped (A) and one with the patch left out (B), curl RETR and
+STOR through each, interleaved in rounds, with the proxy's CPU seconds per GiB.
+
+The patch is left out by a `sitecustomize` on B's PYTHONPATH that marks it as installed
+before the proxy imports it, so B runs the same code otherwise.
+
+    .venv/bin/python bench/ab.py ignore [--action ftp-tunnel|ftp-sftp] [--size-mib 256]
+                                        [--rounds 4] [--copies 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.rig import (  # noqa: E402
+    SshRig,
+    cpu_s_per_gib,
+    curl_argv,
+    interleaved_rates,
+    metered,
+    random_file_in_memory,
+    rate_table,
+)
+
+# What marks each patch as installed already, so that its install() does nothing.
+LEAVE_OUT = {
+    "ignore": "import asyncssh.connection as m; m.SSHConnection._tunnel_ignore_patched = True",
+    "window": "import asyncssh.channel as m; m.SSHChannel._tunnel_window_patched = True",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("patch", choices=sorted(LEAVE_OUT))
+    parser.add_argument("--action", choices=("ftp-tunnel", "ftp-sftp"), default="ftp-tunnel")
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--copies", type=int, default=1, help="transfers at once per run")
+    args = parser.parse_args()
+    rig = SshRig.start()
+    if rig is None:
+        return 2
+    site = Path(tempfile.mkdtemp(prefix="fts-ab-"))
+    (site / "sitecustomize.py").write_text(LEAVE_OUT[args.patch] + "\n")
+    size_mib = args.size_mib // args.copies
+    source = random_file_in_memory("fts-ab-", size_mib, "file.bin")
+    stop: list[Callable[[], object]] = [rig.stop, lambda: shutil.rmtree(site),
+                                        lambda: shutil.rmtree(source.parent)]
+    if args.action == "ftp-tunnel":
+        from testbed.net import free_port
+        from testbed.services.pyftpd import PyFtpd
+        ftp = PyFtpd(source.parent, free_port(), "bench", "bench-pw",
+                     log_path=rig.work / "ftp.log").start()
+        stop.insert(0, ftp.stop)
+        base = f"ftp://bench:bench-pw@localhost:{ftp.port}/"
+        dst, ports = "localhost", "*"
+    else:
+        base = f"ftp://root:unused@sftp.ab.test/{quote(str(source.parent), safe='')}/"
+        dst, ports = "sftp.ab.test", "21"
+    proxies = {"A as shipped": rig.tunnel(dst, ports, args.action),
+               f"B without {args.patch}": rig.tunnel(dst, ports, args.action,
+                                                     prefix=["env", f"PYTHONPATH={site}"])}
+    cpu: dict[str, list[float]] = {}
+    peers: dict[str, Callable[[], float]] = {}
+    for verb in ("RETR", "STOR"):
+        for name, proxy in proxies.items():
+            assert proxy.proc is not None
+            target = (["-o", "/dev/null", base + "file.bin"] if verb == "RETR"
+                      else ["-T", str(source), base + "up.bin"])
+            argv = curl_argv(proxy.url, *target)
+            runs = cpu[f"{verb} {name}"] = []
+            peers[f"{verb} {name}"] = (lambda argv=argv, pid=proxy.proc.pid, out=runs:
+                                       metered(argv, pid, out, copies=args.copies))
+    try:
+        samples = interleaved_rates(peers, args.size_mib * (1 << 20) / 1e6, args.rounds)
+    finally:
+        for step in stop:
+            step()
+    print(f"A/B of '{args.patch}' ({args.action}): {args.copies} x {size_mib} MiB, "
+          f"{args.rounds} interleaved rounds (MB/s, median [min-max], B/A)")
+    rate_table(samples, lambda name: name.split()[0] + " A as shipped", "ratio_to_a", width=26)
+    for name, values in cpu.items():
+        print(f"  {name:26s} {cpu_s_per_gib(values, args.size_mib / 1024):6.2f} CPU s/GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
