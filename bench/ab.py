@@ -2,8 +2,9 @@
 daemons side by side, one as shipped (A) and one with the patch left out (B), curl RETR and
 STOR through each, interleaved in rounds, with the proxy's CPU seconds per GiB.
 
-The patch is left out by a `sitecustomize` on B's PYTHONPATH that marks it as installed
-before the proxy imports it, so B runs the same code otherwise.
+The patch is left out by a `sitecustomize` on B's PYTHONPATH that changes one module as it
+is imported (marks a patch as installed already, or replaces one function), so B runs the
+same code otherwise. `nothing` is the control.
 
     .venv/bin/python bench/ab.py ignore [--action ftp-tunnel|ftp-sftp] [--size-mib 256]
                                         [--rounds 4] [--copies 1]
@@ -32,11 +33,40 @@ from bench.rig import (  # noqa: E402
     rate_table,
 )
 
-# What marks each patch as installed already, so that its install() does nothing.
+# Each variant: the module to change and what to run on it (as `m`) once it is imported.
+# B's sitecustomize waits for that import rather than importing the module itself: importing
+# tunnel.ssh from sitecustomize made the daemon half as fast with nothing changed (an
+# A/B with no change showed it), so the modules load in their own order.
 LEAVE_OUT = {
-    "ignore": "import asyncssh.connection as m; m.SSHConnection._tunnel_ignore_patched = True",
-    "window": "import asyncssh.channel as m; m.SSHChannel._tunnel_window_patched = True",
+    "nothing": ("tunnel.ssh", "pass"),  # the control: B differs from A in no way
+    "ignore": ("asyncssh.connection", "m.SSHConnection._tunnel_ignore_patched = True"),
+    "window": ("asyncssh.channel", "m.SSHChannel._tunnel_window_patched = True"),
+    # Windows by the budget alone (the profile's ceiling for a lone stream), as before
+    # they were sized from the round trip.
+    "round-trip": ("tunnel.ssh", "async def unmeasured(entry): pass\n"
+                                 "m._sample_round_trip = unmeasured"),
 }
+
+SITECUSTOMIZE = """
+import importlib.abc, importlib.util, sys
+
+class AfterImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != {module!r}:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(m):
+            run(m)
+            exec({change!r}, {{"m": m}})
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, AfterImport())
+"""
 
 
 def main() -> int:
@@ -51,7 +81,8 @@ def main() -> int:
     if rig is None:
         return 2
     site = Path(tempfile.mkdtemp(prefix="fts-ab-"))
-    (site / "sitecustomize.py").write_text(LEAVE_OUT[args.patch] + "\n")
+    module, change = LEAVE_OUT[args.patch]
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(module=module, change=change))
     size_mib = args.size_mib // args.copies
     source = random_file_in_memory("fts-ab-", size_mib, "file.bin")
     stop: list[Callable[[], object]] = [rig.stop, lambda: shutil.rmtree(site),

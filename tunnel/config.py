@@ -99,9 +99,9 @@ class Profile:
     keepalive_count_max: int = 3
     idle_timeout: float = 300.0
     # The largest window a channel gets: what the SSH server may send before we acknowledge.
-    # A stream cannot go faster than window / round trip; see tunnel/ssh.py channel_window
+    # A stream cannot go faster than window / round trip; see tunnel/windowsize.py
     # for how a connection's channels share it.
-    channel_window_mib: int = 8
+    channel_window_mib: int = 16
     ciphers: tuple[str, ...] = ()  # () = our speed-first preference list (see ssh.py)
     # Run once per SSH connection so sshd turns TCP_NODELAY on (see ssh.py); "" = never.
     nodelay_command: str = "true"
@@ -373,7 +373,7 @@ def _parse_profile(t: _Table, base_dir: str) -> Profile:
         keepalive_interval=_positive(t, "keepalive_interval", 15.0),
         keepalive_count_max=_within(t, "keepalive_count_max", 3, 1),
         idle_timeout=_positive(t, "idle_timeout", 300.0),
-        channel_window_mib=_within(t, "channel_window_mib", 8, 1, 1024),
+        channel_window_mib=_within(t, "channel_window_mib", 16, 1, 1024),
         ciphers=t.get_str_list("ciphers", ()),
         nodelay_command=t.get("nodelay_command", str, "true"),
         line_ending=t.choice("line_ending", LineEnding, LineEnding.LF, "lf, crlf"),

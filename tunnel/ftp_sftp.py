@@ -42,7 +42,9 @@ from tunnel.sftp_map import (
 )
 from tunnel.sftp_pipeline import PipelinedReader, PipelinedWriter, ReadAt, WriteAt, depth_for
 from tunnel.socks import Request
-from tunnel.ssh import WINDOW_FLOOR, Lease, Login, channel_window
+from tunnel.ssh import Lease, Login
+from tunnel.window import resize, sftp_channel
+from tunnel.windowsize import FLOOR
 
 log = logging.getLogger("tunnel.sftp")
 
@@ -456,13 +458,18 @@ class FtpSftp:
 
     def _in_flight(self) -> int:
         """The bytes of SFTP requests a transfer keeps in flight: what a channel opened now
-        on this connection would get as its window (ssh.channel_window: the connection's
-        budget shared by its channels), so a download does not wait on a round trip that
-        the window allows, and a slow client holds no more replies than that."""
+        on this connection would get as its window (windowsize.py: the round trip within
+        the connection's budget). The SFTP channel's window becomes that too, so a download
+        does not wait on a round trip that the window allows, and a slow client holds no
+        more replies than that."""
         entry = self.lease.entry if self.lease is not None else None
         if entry is None:
-            return WINDOW_FLOOR
-        return channel_window(entry.channel_window, entry.channels)
+            return FLOOR
+        window = entry.window()
+        channel = sftp_channel(self.sftp)
+        if channel is not None:
+            resize(channel, window)
+        return window
 
     async def _download(self, op: ops.Download) -> ops.Transferred:
         conn, file = self._take_data(), self._file

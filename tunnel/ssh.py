@@ -30,6 +30,8 @@ from tunnel.failures import reply_for_channel_open, reply_for_os_error
 from tunnel.ignore import install as install_ignore_fix
 from tunnel.socks import Reply
 from tunnel.window import install as install_window_fix
+from tunnel.window import resize, sftp_channel
+from tunnel.windowsize import FLOOR, RoundTrip, channel_window
 
 install_window_fix()  # asyncssh opens a paused channel's window too wide (tunnel/window.py)
 install_ignore_fix()  # asyncssh sends an SSH_MSG_IGNORE before every packet (tunnel/ignore.py)
@@ -87,23 +89,15 @@ class _Entry:
     idle_timeout: float = 300.0
     gateway: _Entry | None = None
     closed: bool = False
-    channel_window: int = 8 << 20  # bytes, the ceiling: the profile's channel_window_mib
+    channel_window: int = 16 << 20  # bytes, the ceiling: the profile's channel_window_mib
+    round_trip: RoundTrip = field(default_factory=RoundTrip)
+    probing: bool = False
 
+    def window(self) -> int:
+        """The window for a channel opened on this connection now (windowsize.py)."""
+        now = asyncio.get_running_loop().time()
+        return channel_window(self.channel_window, self.channels, self.round_trip.current(now))
 
-# Channel windows. One stream cannot go faster than window / round trip, so a lone download
-# wants a big window (at 20 ms RTT, 8 MiB measured 1.98x `ssh -D` with its 2 MiB); but 50
-# downloads on one connection with 8 MiB each ran at 0.54-0.70 of their speed with 2 MiB
-# (bench/concurrency.py): the SSH connection's single TCP stream and the proxy's buffers then
-# hold far more than the clients take. So the connection's channels share a budget, and no
-# channel gets less than OpenSSH's own default.
-WINDOW_BUDGET = 16 << 20
-WINDOW_FLOOR = 2 << 20
-
-
-def channel_window(ceiling: int, channels: int) -> int:
-    """The window for a channel opened while `channels` (this one included) are open on its
-    connection, `ceiling` being the profile's channel_window_mib."""
-    return min(ceiling, max(WINDOW_FLOOR, WINDOW_BUDGET // max(channels, 1)))
 
 
 class Lease:
@@ -206,8 +200,13 @@ class SSHPool:
 
     async def _sftp(self, entry: _Entry) -> tuple[asyncssh.SFTPClient, Lease]:
         lease = Lease(self, entry)
+        _sample_round_trip_if_stale(entry)
         try:
-            return await entry.conn.start_sftp_client(), lease
+            sftp = await entry.conn.start_sftp_client()
+            channel = sftp_channel(sftp)
+            if channel is not None:  # opened with FLOOR, asyncssh's session window option
+                resize(channel, entry.window())
+            return sftp, lease
         except asyncssh.ChannelOpenError as exc:
             lease.release()
             raise UpstreamError(f"SSH server {entry.label} refused the SFTP subsystem: "
@@ -225,10 +224,11 @@ class SSHPool:
         session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]],
     ) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes], Lease]:
         lease = Lease(self, entry)
+        _sample_round_trip_if_stale(entry)
         try:
             chan, session = await entry.conn.create_connection(
                 session_factory, target_host, target_port, encoding=None,
-                window=channel_window(entry.channel_window, entry.channels))
+                window=entry.window())
         except asyncssh.ChannelOpenError as exc:
             lease.release()
             raise UpstreamError(
@@ -335,15 +335,21 @@ class SSHPool:
                                 reply_for_os_error(exc), ssh_failure="connect") from None
         if profile.host_key_policy is HostKeyPolicy.ACCEPT_NEW and options.known_hosts is None:
             _pin_host_key(profile, host, conn)
-        if profile.nodelay_command:
-            await _ask_server_for_nodelay(conn, label, profile.nodelay_command)
         entry = _Entry(key, conn, label, idle_timeout=profile.idle_timeout, gateway=gateway,
                        channel_window=profile.channel_window_mib << 20)
+        if profile.nodelay_command:
+            await _ask_server_for_nodelay(conn, label, profile.nodelay_command)
+        # After it, not beside it: sshd's reply would wait on Nagle behind the session's
+        # packets still unacknowledged (45 ms on loopback, measured), and the first
+        # channel's window goes by this sample.
+        await _sample_round_trip(entry)
         if gateway is not None:
             Lease(self, gateway)  # the gateway lives as long as this connection does
         holder.append(entry)
         self.connections_made += 1
-        log.info("SSH connected %s", label)
+        round_trip = entry.round_trip.current(asyncio.get_running_loop().time())
+        log.info("SSH connected %s (round trip %s)", label,
+                 "not measured" if round_trip is None else f"{round_trip * 1000:.2f} ms")
         return entry
 
     def _options(
@@ -366,10 +372,9 @@ class SSHPool:
             encryption_algs=cipher_preference(profile.ciphers),
             keepalive_interval=profile.keepalive_interval,
             keepalive_count_max=profile.keepalive_count_max,
-            # The window of session channels (ftp-sftp's SFTP channel; TCP channels get
-            # theirs in _channel): asyncssh's default, 2 MiB, bound every ftp-sftp download
-            # to 2 MiB per round trip whatever it kept in flight (at 20 ms: 35.6 MB/s).
-            window=profile.channel_window_mib << 20,
+            # The window session channels open with; _sftp then sizes the SFTP channel's
+            # (TCP channels get theirs in _channel). asyncssh's default is 2 MiB.
+            window=FLOOR,
             config=None,  # ~/.ssh/config must not change what this file says
         )
 
@@ -395,6 +400,36 @@ class SSHPool:
         entry.conn.close()
         if entry.gateway is not None:
             self._release(entry.gateway)
+
+
+async def _sample_round_trip(entry: _Entry) -> None:
+    """Time one keepalive request (sshd answers it at once, success or failure) and add
+    the sample to the connection's round trip. Nothing is lost if it cannot be timed: the
+    windows then go by the budget alone."""
+    loop = asyncio.get_running_loop()
+    request = getattr(entry.conn, "_make_global_request", None)  # asyncssh's keepalive
+    if request is None or entry.probing:
+        return
+    entry.probing = True
+    try:
+        start = loop.time()
+        await asyncio.wait_for(request(b"keepalive@openssh.com"), 30)
+        entry.round_trip.add(loop.time() - start, loop.time())
+    except (asyncssh.Error, OSError, TimeoutError) as exc:
+        log.debug("SSH %s: no round-trip sample (%s)", entry.label, exc)
+    finally:
+        entry.probing = False
+
+
+def _sample_round_trip_if_stale(entry: _Entry) -> None:
+    """A fresh sample, in the background, when the last is over a minute old."""
+    if not entry.probing and entry.round_trip.stale(asyncio.get_running_loop().time()):
+        task = asyncio.create_task(_sample_round_trip(entry))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()  # tasks kept referenced until they finish
 
 
 async def _ask_server_for_nodelay(conn: asyncssh.SSHClientConnection, label: str,

@@ -77,3 +77,22 @@ def install() -> bool:
     cls._deliver_data = _deliver_data  # type: ignore[method-assign]
     cls._tunnel_window_patched = True  # type: ignore[attr-defined]
     return True
+
+
+def resize(channel: Any, window: int) -> None:
+    """Make `window` the channel's window from now on. A larger one is granted at once (a
+    window adjustment); a smaller one takes effect as the peer uses up what it was given,
+    since SSH has no way to take a window back (RFC 4254 §5.2)."""
+    grow = window - channel._init_recv_window
+    channel._init_recv_window = window
+    if grow > 0 and channel._recv_window + held(channel) < window:
+        grant = window - channel._recv_window - held(channel)
+        channel._recv_window += grant
+        channel.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(grant))
+
+
+def sftp_channel(sftp: Any) -> Any:
+    """The SSH channel under an asyncssh SFTPClient (private attributes; None where they
+    are not as expected)."""
+    reader = getattr(getattr(sftp, "_handler", None), "_reader", None)
+    return getattr(reader, "channel", None)

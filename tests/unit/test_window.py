@@ -29,3 +29,24 @@ def test_held_counts_what_waits_undelivered() -> None:
 def test_the_fix_is_installed_on_asyncssh_channels() -> None:
     assert window.install()  # ssh.py installs it; a second call is a no-op
     assert asyncssh.channel.SSHChannel._deliver_data is window._deliver_data
+
+
+class _Channel(SimpleNamespace):
+    def send_packet(self, pkttype: int, payload: bytes) -> None:
+        self.sent.append(int.from_bytes(payload, "big"))
+
+
+def test_resize_grants_a_larger_window_at_once() -> None:
+    channel = _Channel(_init_recv_window=2 * MIB, _recv_window=MIB, _recv_buf=[(b"x" * 1000, None)],
+                       sent=[])
+    window.resize(channel, 16 * MIB)
+    assert channel.sent == [16 * MIB - MIB - 1000]  # what was given plus what waits: 16
+    assert channel._recv_window + 1000 == 16 * MIB and channel._init_recv_window == 16 * MIB
+
+
+def test_resize_to_smaller_takes_nothing_back_and_later_adjustments_follow_it() -> None:
+    channel = _Channel(_init_recv_window=16 * MIB, _recv_window=16 * MIB, _recv_buf=[], sent=[])
+    window.resize(channel, 2 * MIB)
+    assert channel.sent == [] and channel._recv_window == 16 * MIB
+    assert channel._init_recv_window == 2 * MIB
+    assert window.adjustment(window=0, initial=channel._init_recv_window, waiting=0) == 2 * MIB
