@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
+from testbed.proxy import TunnelProxy
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -27,7 +29,9 @@ from bench.rig import (  # noqa: E402
     SshRig,
     cpu_s_per_gib,
     curl_argv,
+    interleaved,
     interleaved_rates,
+    latency_table,
     metered,
     random_file_in_memory,
     rate_table,
@@ -76,6 +80,9 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--copies", type=int, default=1, help="transfers at once per run")
+    parser.add_argument("--sessions", type=int, default=0,
+                        help="instead of transfers: this many sequential ftplib sessions "
+                             "(login, 1 KiB RETR, QUIT; ftp-tunnel) per daemon, interleaved")
     args = parser.parse_args()
     rig = SshRig.start()
     if rig is None:
@@ -101,6 +108,8 @@ def main() -> int:
     proxies = {"A as shipped": rig.tunnel(dst, ports, args.action),
                f"B without {args.patch}": rig.tunnel(dst, ports, args.action,
                                                      prefix=["env", f"PYTHONPATH={site}"])}
+    if args.sessions:
+        return session_setup(proxies, base, source, args.sessions, stop, args.patch)
     cpu: dict[str, list[float]] = {}
     peers: dict[str, Callable[[], float]] = {}
     for verb in ("RETR", "STOR"):
@@ -122,6 +131,33 @@ def main() -> int:
     rate_table(samples, lambda name: name.split()[0] + " A as shipped", "ratio_to_a", width=26)
     for name, values in cpu.items():
         print(f"  {name:26s} {cpu_s_per_gib(values, args.size_mib / 1024):6.2f} CPU s/GiB")
+    return 0
+
+
+def session_setup(proxies: dict[str, TunnelProxy], base: str, source: Path, sessions: int,
+                  stop: list[Callable[[], object]], patch: str) -> int:
+    """bench/session_setup.py's session through each daemon, interleaved one by one."""
+    from bench.session_setup import one_session
+    from testbed.clients.ftplib_socks import SocksFTP
+
+    (source.parent / "small.bin").write_bytes(source.read_bytes()[:1024])
+    port = int(base.rsplit(":", 1)[1].rstrip("/"))
+
+    def via(proxy: TunnelProxy) -> Callable[[], float]:
+        def connect() -> SocksFTP:
+            client = SocksFTP(f"socks5://{proxy.url}")
+            client.connect("localhost", port)
+            return client
+        return lambda: one_session(connect)
+
+    try:
+        samples = interleaved({name: via(proxy) for name, proxy in proxies.items()}, sessions)
+    finally:
+        for step in stop:
+            step()
+    print(f"A/B of '{patch}': {sessions} sequential ftplib sessions per daemon, interleaved "
+          "(ms per session, median [p10-p90], B/A)")
+    latency_table(samples, "A as shipped", "ratio_to_a", 26)
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import IO
 
 
@@ -46,7 +46,9 @@ class AuditRecord:
     error: str = ""
 
     def to_json(self) -> str:
-        record = asdict(self)
+        # Every field is a scalar: a shallow copy is the record (dataclasses.asdict copies
+        # deeply, and was half of this method's time in a session-setup profile).
+        record = dict(vars(self))
         record["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started))
         return json.dumps(record, separators=(",", ":"))
 

@@ -52,3 +52,4 @@ def test_no_ignore_packet_before_each_packet_under_a_modern_cipher(
 def test_cbc_keeps_its_ignore_packet(cbc_sshd: Sshd, keys: Path, tmp_path: Path) -> None:
     """The positive control: under CBC the IGNORE is sent, and the count above sees it."""
     assert asyncio.run(packets_per_request(cbc_sshd, keys, tmp_path, "aes128-cbc")) == 2
+

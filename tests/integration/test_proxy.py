@@ -386,9 +386,10 @@ def test_a_slow_reader_costs_the_proxy_about_one_channel_window(
         start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
         ftp_site: FtpSite, tmp_path: Path) -> None:
     """One client reads a 64 MiB download at 1 MB/s: the proxy may hold one channel window
-    (8 MiB on loopback: windowsize.LAN_WINDOW, the round trip being short) for it, not more. Before tunnel/window.py and the relay's
-    batch limit it grew 29-50 MiB: asyncssh reopened a paused channel's whole window while
-    a window's worth still waited in its buffer."""
+    (8 MiB on loopback: windowsize.LAN_WINDOW, the round trip being short) for it, not
+    more. Before tunnel/window.py and the relay's batch limit it grew 29-50 MiB: asyncssh
+    reopened a paused channel's whole window while a window's worth still waited in its
+    buffer."""
     from testbed.services.base import proc_status_kib
 
     require("curl")
