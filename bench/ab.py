@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -44,6 +45,8 @@ from bench.rig import (  # noqa: E402
 LEAVE_OUT = {
     "nothing": ("tunnel.ssh", "pass"),  # the control: B differs from A in no way
     "ignore": ("asyncssh.connection", "m.SSHConnection._tunnel_ignore_patched = True"),
+    "allocator": ("tunnel.heap", "m.tune_allocator = lambda: True"),
+    "inbuffer": ("asyncssh.connection", "m.SSHConnection._tunnel_inbuffer_patched = True"),
     "window": ("asyncssh.channel", "m.SSHChannel._tunnel_window_patched = True"),
     # Windows by the budget alone (the profile's ceiling for a lone stream), as before
     # they were sized from the round trip.
@@ -80,6 +83,9 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--copies", type=int, default=1, help="transfers at once per run")
+    parser.add_argument("--verbs", default="RETR,STOR",
+                        help="which transfers, in this order (a daemon's history matters: "
+                             "STOR alone shows what a RETR first hides, see tunnel/heap.py)")
     parser.add_argument("--sessions", type=int, default=0,
                         help="instead of transfers: this many sequential ftplib sessions "
                              "(login, 1 KiB RETR, QUIT; ftp-tunnel) per daemon, interleaved")
@@ -111,16 +117,20 @@ def main() -> int:
     if args.sessions:
         return session_setup(proxies, base, source, args.sessions, stop, args.patch)
     cpu: dict[str, list[float]] = {}
+    faults: dict[str, list[int]] = {}
     peers: dict[str, Callable[[], float]] = {}
-    for verb in ("RETR", "STOR"):
+    for verb in args.verbs.split(","):
         for name, proxy in proxies.items():
             assert proxy.proc is not None
             target = (["-o", "/dev/null", base + "file.bin"] if verb == "RETR"
                       else ["-T", str(source), base + "up.bin"])
             argv = curl_argv(proxy.url, *target)
             runs = cpu[f"{verb} {name}"] = []
-            peers[f"{verb} {name}"] = (lambda argv=argv, pid=proxy.proc.pid, out=runs:
-                                       metered(argv, pid, out, copies=args.copies))
+            faulted = faults[f"{verb} {name}"] = []
+            peers[f"{verb} {name}"] = (
+                lambda argv=argv, pid=proxy.proc.pid, out=runs, faulted=faulted:
+                counting_faults(pid, faulted, lambda: metered(argv, pid, out,
+                                                              copies=args.copies)))
     try:
         samples = interleaved_rates(peers, args.size_mib * (1 << 20) / 1e6, args.rounds)
     finally:
@@ -130,8 +140,19 @@ def main() -> int:
           f"{args.rounds} interleaved rounds (MB/s, median [min-max], B/A)")
     rate_table(samples, lambda name: name.split()[0] + " A as shipped", "ratio_to_a", width=26)
     for name, values in cpu.items():
-        print(f"  {name:26s} {cpu_s_per_gib(values, args.size_mib / 1024):6.2f} CPU s/GiB")
+        print(f"  {name:26s} {cpu_s_per_gib(values, args.size_mib / 1024):6.2f} CPU s/GiB, "
+              f"{statistics.median(faults[name][1:]):9.0f} minor page faults a run")
     return 0
+
+
+def counting_faults(pid: int, out: list[int], run: Callable[[], float]) -> float:
+    """run(), appending the minor page faults the proxy took meanwhile to `out`."""
+    def minor_faults() -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    before = minor_faults()
+    seconds = run()
+    out.append(minor_faults() - before)
+    return seconds
 
 
 def session_setup(proxies: dict[str, TunnelProxy], base: str, source: Path, sessions: int,

@@ -175,12 +175,15 @@ def cpu_seconds(pid: int) -> float:
 
 def interleaved(peers: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
     """Each peer once to warm up (page cache, SSH login, pooled connection), then `rounds`
-    rounds in the same order, so that drift on the machine hits every peer alike."""
+    rounds, so that drift on the machine hits every peer alike; every other round runs in
+    the reverse order, so that no peer always follows the same one (a peer run second read
+    2.5 % slower than the same peer run first, bench/ab.py nothing)."""
     for run in peers.values():
         run()
     samples: dict[str, list[float]] = {name: [] for name in peers}
-    for _ in range(rounds):
-        for name, run in peers.items():
+    order = list(peers.items())
+    for round_number in range(rounds):
+        for name, run in (order if round_number % 2 == 0 else reversed(order)):
             samples[name].append(run())
     return samples
 

@@ -15,7 +15,7 @@ from tunnel.context import Context
 from tunnel.control import ControlServer
 from tunnel.datachannels import DataExpectations
 from tunnel.errors import ConfigError
-from tunnel.heap import release_free_heap
+from tunnel.heap import release_free_heap, tune_allocator
 from tunnel.session import SocksSession
 from tunnel.ssh import SSHPool
 
@@ -124,6 +124,9 @@ class ProxyServer:
             notify.ready()
 
     async def run(self) -> None:
+        if not tune_allocator():
+            log.info("the C library's allocator thresholds were left as they are (no glibc "
+                     "mallopt): transfers may spend system time faulting buffers in")
         await self.start()
         release_free_heap()  # what the imports and the start freed, before serving
         await self._stopping.wait()
