@@ -5,7 +5,7 @@ round trip, and a plot of MB/s against the round trip.
 
 Over a long path the window, not the CPU, is the limit: a stream runs at most at
 window / RTT. Downloads use the window we grant sshd, sized from the measured round trip
-(tunnel/windowsize.py: 8 MiB at 5 ms, the 16 MiB ceiling from 16 ms on), where OpenSSH's
+(tunnel/windowsize.py: 8 MiB at 5 ms, the 16 MiB ceiling from 17 ms on), where OpenSSH's
 client grants 2 MiB. Uploads use the window sshd grants, the same 2 MiB for both
 (OpenSSH's CHAN_TCP_WINDOW_DEFAULT, 64 packets of 32 KiB): no client can go past it.
 `sftp` keeps 64 requests of 32 KiB in flight (2 MiB); ftp-sftp keeps a channel window's
