@@ -28,6 +28,7 @@ from tunnel.config import HostKeyPolicy, Profile, loose_write_permissions
 from tunnel.errors import UpstreamError
 from tunnel.failures import reply_for_channel_open, reply_for_os_error
 from tunnel.ignore import install as install_ignore_fix
+from tunnel.inbuffer import install as install_inbuffer
 from tunnel.socks import Reply
 from tunnel.window import install as install_window_fix
 from tunnel.window import resize, sftp_channel
@@ -35,6 +36,7 @@ from tunnel.windowsize import FLOOR, RoundTrip, channel_window
 
 install_window_fix()  # asyncssh opens a paused channel's window too wide (tunnel/window.py)
 install_ignore_fix()  # asyncssh sends an SSH_MSG_IGNORE before every packet (tunnel/ignore.py)
+install_inbuffer()  # asyncssh copies what waits behind every packet it parses (inbuffer.py)
 
 T = TypeVar("T")
 log = logging.getLogger("tunnel.ssh")
