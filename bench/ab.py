@@ -46,6 +46,7 @@ LEAVE_OUT = {
     "nothing": ("tunnel.ssh", "pass"),  # the control: B differs from A in no way
     "ignore": ("asyncssh.connection", "m.SSHConnection._tunnel_ignore_patched = True"),
     "readsize": ("tunnel.coalesce", "m.SSH_READ_SIZE = 256 * 1024"),
+    "client-readsize": ("tunnel.session", "m.CLIENT_READ_SIZE = 256 * 1024"),
     "inbuffer": ("asyncssh.connection", "m.SSHConnection._tunnel_inbuffer_patched = True"),
     "allocator": ("tunnel.heap", "m.tune_allocator = lambda: True"),
     "window": ("asyncssh.channel", "m.SSHChannel._tunnel_window_patched = True"),

@@ -35,6 +35,10 @@ if TYPE_CHECKING:  # loaded by the first ftp-sftp session: an idle daemon does w
 
 log = logging.getLogger("tunnel.session")
 
+# How much asyncio reads from a client's socket at once (its own is 256 KiB): an upload's
+# read becomes one corked burst of SSH packets (coalesce.CorkedChannel).
+CLIENT_READ_SIZE = 1 << 20
+
 
 class SocksSession(asyncio.Protocol):
     """The asyncio protocol for one accepted SOCKS client connection."""
@@ -73,6 +77,8 @@ class SocksSession(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        if isinstance(getattr(transport, "max_size", None), int):
+            transport.max_size = CLIENT_READ_SIZE  # type: ignore[attr-defined]
         sock = self.client_socket()
         if sock is not None:
             # An urgent byte stays in the stream (RFC 959 §4.1.3: FTP clients send ABOR as
