@@ -48,6 +48,7 @@ LEAVE_OUT = {
     "readsize": ("tunnel.coalesce", "m.SSH_READ_SIZE = 256 * 1024"),
     "client-readsize": ("tunnel.session", "m.CLIENT_READ_SIZE = 256 * 1024"),
     "inbuffer": ("asyncssh.connection", "m.SSHConnection._tunnel_inbuffer_patched = True"),
+    "quiet-trim": ("tunnel.heap", "m.QuietTrim.session_ended = lambda self: None"),
     "allocator": ("tunnel.heap", "m.tune_allocator = lambda: True"),
     "window": ("asyncssh.channel", "m.SSHChannel._tunnel_window_patched = True"),
     # Windows by the budget alone (the profile's ceiling for a lone stream), as before

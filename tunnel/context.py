@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from tunnel.audit import AuditLog, AuditRecord
 from tunnel.config import Config
 from tunnel.datachannels import DataExpectations
+from tunnel.heap import QuietTrim
 from tunnel.localuser import LocalUsers
 from tunnel.openings import Openings
 from tunnel.relay import Relay
@@ -116,4 +117,5 @@ class Context:
     started: float = field(default_factory=time.monotonic)
     bytes_up: int = 0  # of sessions that have ended (live ones are counted where they run)
     bytes_down: int = 0
+    heap: QuietTrim = field(default_factory=QuietTrim)  # freed heap back after sessions end
 

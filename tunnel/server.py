@@ -152,4 +152,5 @@ class ProxyServer:
             session.close()
         await self.ctx.pool.close()
         self.ctx.audit.close()
+        self.ctx.heap.close()
         log.info("stopped")
