@@ -334,7 +334,8 @@ _STRINGS = ("", "*", "127.0.0.1:1080", "[::1]:1080", "0.0.0.0:0", "host:99999", 
             "refuse", "~/.ssh/known_hosts", "a b", "\u00e9", "::1", "fe80::1%eth0")
 _KEYS = {
     "proxy": ("listen", "allow_relay", "unmatched", "socks5_auth", "handshake_timeout",
-              "drain_timeout", "connect_timeout", "audit_log", "ftps", "control_socket"),
+              "drain_timeout", "heap_trim_after", "connect_timeout", "audit_log", "ftps",
+              "control_socket"),
     "profile": ("id", "host", "port", "user", "auth", "identity_files", "known_hosts",
                 "host_key_policy", "gateway", "keepalive_interval", "keepalive_count_max",
                 "idle_timeout", "ciphers", "nodelay_command", "line_ending",

@@ -60,6 +60,9 @@ class ProxyConfig:
     socks5_auth: tuple[AuthMethod, ...] = (AuthMethod.NO_AUTH,)
     handshake_timeout: float = 10.0
     drain_timeout: float = 30.0
+    # Seconds without a session ending after which freed heap goes back to the system
+    # (heap.QuietTrim); 0 = never.
+    heap_trim_after: float = 30.0
     connect_timeout: float = 15.0
     audit_log: str = ""  # "" = standard error
     # AUTH TLS/SSL from an FTP client inside ftp-tunnel. Only "refuse" (534) exists: TLS
@@ -287,6 +290,13 @@ def _positive(table: _Table, key: str, default: float) -> float:
     return value
 
 
+def _not_negative(table: _Table, key: str, default: float) -> float:
+    value = table.get(key, float, default)
+    if value < 0:
+        raise table.error(key, "must be 0 or more")
+    return value
+
+
 def _within(table: _Table, key: str, default: int, low: int, high: int | None = None) -> int:
     value = table.get(key, int, default)
     if value < low or (high is not None and value > high):
@@ -315,6 +325,7 @@ def _parse_proxy(t: _Table) -> ProxyConfig:
         socks5_auth=tuple(SOCKS5_AUTH_NAMES[name] for name in auth_names),
         handshake_timeout=_positive(t, "handshake_timeout", d.handshake_timeout),
         drain_timeout=_positive(t, "drain_timeout", d.drain_timeout),
+        heap_trim_after=_not_negative(t, "heap_trim_after", d.heap_trim_after),
         connect_timeout=_positive(t, "connect_timeout", d.connect_timeout),
         audit_log=t.get("audit_log", str, d.audit_log),
         ftps=t.get("ftps", str, d.ftps),

@@ -519,7 +519,7 @@ class SocksSession(asyncio.Protocol):
         rec.bytes_up, rec.bytes_down = self.counts.bytes_up, self.counts.bytes_down
         rec.duration_ms = round((time.monotonic() - self._t0) * 1000, 1)
         self.ctx.sessions.pop(self.id, None)
-        self.ctx.heap.session_ended()
+        self.ctx.heap.session_ended(self.config.proxy.heap_trim_after)
         self.ctx.bytes_up += rec.bytes_up
         self.ctx.bytes_down += rec.bytes_down
         self.ctx.audit.write(rec)

@@ -413,14 +413,15 @@ def test_a_slow_reader_costs_the_proxy_about_one_channel_window(
 def test_a_burst_of_uploads_leaves_the_proxy_near_its_idle_size(
         start_proxy: ProxyFactory, sshd: Sshd, keys: Path, known_hosts: Path,
         ftp_site: FtpSite, tmp_path: Path) -> None:
-    """Two bursts of ten 64 MiB uploads at once, then a few seconds of quiet: the heap they
-    freed goes back to the system (heap.QuietTrim). Without it the freed blocks between
-    live ones stay resident: 10 x 100 MiB uploads left a daemon 16-23 MiB over its idle
-    size."""
+    """Two bursts of ten 64 MiB uploads at once, then a few seconds of quiet
+    (heap_trim_after, 2 s here): the heap they freed goes back to the system
+    (heap.QuietTrim). Without it the freed blocks between live ones stay resident: 10 x 100
+    MiB uploads left a daemon 16-23 MiB over its idle size."""
     from testbed.services.base import proc_status_kib
 
     require("curl")
-    proxy = start_proxy(profile_toml(sshd, keys, known_hosts) + rule_toml("localhost", "tunnel"))
+    proxy = start_proxy(profile_toml(sshd, keys, known_hosts) + rule_toml("localhost", "tunnel"),
+                        proxy_extra="heap_trim_after = 2")
     assert proxy.proc is not None
     source = ftp_site.server.root / "big.bin"
     time.sleep(0.5)

@@ -84,6 +84,7 @@ def test_defaults_are_the_safe_ones() -> None:
     ("[proxy]\nunmatched = \"tunnel\"\n", "f.toml:2: proxy.unmatched", "not one of"),
     ("[proxy]\nlisen = []\n", "f.toml:2: proxy.lisen", "unknown key"),
     ("[proxy]\nsocks5_auth = [\"gssapi\"]\n", "proxy.socks5_auth", "none, username"),
+    ("[proxy]\nheap_trim_after = -1\n", "f.toml:2: proxy.heap_trim_after", "0 or more"),
     ("[proxy]\nlisten_backlog = 0\n", "proxy.listen_backlog", "from 1 to 65535"),
     ("[proxy]\nmax_openings_per_server = 0\n", "proxy.max_openings_per_server",
      "from 1 to 1024"),
