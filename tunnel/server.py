@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 
 from tunnel import config as config_mod
-from tunnel import notify, outgoing
+from tunnel import loopguard, notify, outgoing
 from tunnel.audit import AuditLog
 from tunnel.config import Config, Listen, Profile
 from tunnel.context import Context
@@ -124,6 +124,7 @@ class ProxyServer:
             notify.ready()
 
     async def run(self) -> None:
+        loopguard.install(asyncio.get_running_loop())
         if not tune_allocator():
             log.info("the C library's allocator thresholds were left as they are (no glibc "
                      "mallopt): transfers may spend system time faulting buffers in")
