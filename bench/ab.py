@@ -45,8 +45,8 @@ from bench.rig import (  # noqa: E402
 LEAVE_OUT = {
     "nothing": ("tunnel.ssh", "pass"),  # the control: B differs from A in no way
     "ignore": ("asyncssh.connection", "m.SSHConnection._tunnel_ignore_patched = True"),
-    "readsize": ("tunnel.coalesce", "m.SSH_READ_SIZE = 256 * 1024"),
-    "client-readsize": ("tunnel.session", "m.CLIENT_READ_SIZE = 256 * 1024"),
+    "readsize": ("tunnel.readsize", "m.SSH_READ_SIZE = 256 * 1024"),
+    "client-readsize": ("tunnel.readsize", "m.CLIENT_READ_SIZE = 256 * 1024"),
     "inbuffer": ("asyncssh.connection", "m.SSHConnection._tunnel_inbuffer_patched = True"),
     "quiet-trim": ("tunnel.heap", "m.QuietTrim.session_ended = lambda self: None"),
     "allocator": ("tunnel.heap", "m.tune_allocator = lambda: True"),

@@ -26,16 +26,7 @@ from typing import Any, cast
 
 import asyncssh
 
-from tunnel import outgoing
-
-# How much asyncio reads from an SSH connection's socket at once (its own is 256 KiB). With
-# many channels on one connection, each gets a share of every read, and the relay writes
-# each channel's share to its client in one send(): 50 downloads at once made a send() of
-# 31 KiB per 32 KiB SSH packet (strace: 27,030 sends for 800 MiB). Larger reads need
-# tunnel/inbuffer.py, or asyncssh's parsing copies grow with the square of the read.
-# A/B (bench/ab.py readsize): 50 at once 360.0 -> 394.5 MB/s, 1.89 -> 1.69 CPU s/GiB; one
-# RETR 471.3 -> 518.8, 1.54 -> 1.28; one STOR 402.2 -> 433.2, 1.78 -> 1.70.
-SSH_READ_SIZE = 1 << 20
+from tunnel import outgoing, readsize
 
 # The corkable transport under each SSH connection that has one (direct TCP connections).
 _CORKABLE: weakref.WeakKeyDictionary[object, CorkableTransport] = weakref.WeakKeyDictionary()
@@ -141,8 +132,7 @@ class _Handover(asyncio.Protocol):
         self._socket: CorkableTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if isinstance(getattr(transport, "max_size", None), int):
-            transport.max_size = SSH_READ_SIZE  # type: ignore[attr-defined]
+        readsize.set_read_size(transport, readsize.SSH_READ_SIZE)
         self._socket = CorkableTransport(cast(asyncio.Transport, transport))
         _CORKABLE[self._inner] = self._socket
         self._inner.connection_made(cast(asyncio.Transport, self._socket))

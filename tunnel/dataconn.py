@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import cast
 
+from tunnel import readsize
 from tunnel.sftp_ops import Ending
 
 HIGH_WATER = 4 << 20  # bytes read ahead of the SFTP writes before reading pauses
@@ -32,9 +33,6 @@ class DataCut(Exception):
         super().__init__(detail or ending.value)
         self.ending = ending
         self.detail = detail
-
-
-READ_SIZE = 256 * 1024
 
 
 class DataConnection(asyncio.Protocol):
@@ -60,11 +58,7 @@ class DataConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = cast(asyncio.Transport, transport)
-        if isinstance(getattr(transport, "max_size", None), int):
-            # asyncio's own read size, not the 1 MiB the SOCKS session set: an SFTP write
-            # takes 255 KiB, and slicing 1 MiB reads into it cost more than it saved
-            # (bench/ab.py client-readsize, ftp-sftp STOR: 373.5 -> 338.7 MB/s).
-            transport.max_size = READ_SIZE  # type: ignore[attr-defined]
+        readsize.set_read_size(transport, None)  # not the SOCKS session's 1 MiB: readsize.py
         if not self.transport.is_reading():  # a SOCKS session paused it for its handshake
             self.transport.resume_reading()
 

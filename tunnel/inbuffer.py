@@ -5,7 +5,7 @@ asyncssh keeps it in one `bytes`: each read is appended (`_inpbuf += data`, a co
 that waits), and each packet taken from the front leaves `_inpbuf = _inpbuf[n:]`, twice per
 packet (header, then body), each a copy of everything behind it: the copying grows with the
 square of the read. With asyncio's 256 KiB reads it cost little that an A/B could see; it is
-what made larger reads a loss (coalesce.SSH_READ_SIZE, 1 MiB: 50 downloads at once took
+what made larger reads a loss (readsize.SSH_READ_SIZE, 1 MiB: 50 downloads at once took
 2.91 CPU s/GiB without this class and 1.86 with it, bench/ab.py inbuffer).
 
 `InBuffer` answers the same operations asyncssh uses (len, truth, `[a:b]`, `[n:]`, `+=`,

@@ -14,6 +14,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from tunnel import readsize
 from tunnel.addresses import is_ip
 from tunnel.audit import AuditRecord
 from tunnel.config import Profile
@@ -34,10 +35,6 @@ if TYPE_CHECKING:  # loaded by the first ftp-sftp session: an idle daemon does w
     from tunnel.ftp_sftp import FtpSftp
 
 log = logging.getLogger("tunnel.session")
-
-# How much asyncio reads from a client's socket at once (its own is 256 KiB): an upload's
-# read becomes one corked burst of SSH packets (coalesce.CorkedChannel).
-CLIENT_READ_SIZE = 1 << 20
 
 
 class SocksSession(asyncio.Protocol):
@@ -77,8 +74,7 @@ class SocksSession(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        if isinstance(getattr(transport, "max_size", None), int):
-            transport.max_size = CLIENT_READ_SIZE  # type: ignore[attr-defined]
+        readsize.set_read_size(transport, readsize.CLIENT_READ_SIZE)
         sock = self.client_socket()
         if sock is not None:
             # An urgent byte stays in the stream (RFC 959 §4.1.3: FTP clients send ABOR as
