@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from typing import Any
 
 from tunnel.hardening import linux_libc
 
@@ -49,11 +50,16 @@ def tune_allocator() -> bool:
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim; None where the C library has none (musl, other systems)."""
+    return getattr(linux_libc(), "malloc_trim", None)
+
+
 def release_free_heap() -> None:
     """Collect the import-time cycles, then malloc_trim(0) where the C library has it
     (glibc); elsewhere only the collection."""
     gc.collect()
-    trim = getattr(linux_libc(), "malloc_trim", None)  # musl has none
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
 
@@ -63,7 +69,7 @@ class QuietTrim:
     above). Nothing where the C library has no malloc_trim, or with `after` 0."""
 
     def __init__(self) -> None:
-        self._trim = getattr(linux_libc(), "malloc_trim", None)
+        self._trim = _malloc_trim()
         self._timer: asyncio.TimerHandle | None = None
         self.trims = 0
 

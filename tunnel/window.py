@@ -83,10 +83,10 @@ def resize(channel: Any, window: int) -> None:
     """Make `window` the channel's window from now on. A larger one is granted at once (a
     window adjustment); a smaller one takes effect as the peer uses up what it was given,
     since SSH has no way to take a window back (RFC 4254 §5.2)."""
-    grow = window - channel._init_recv_window
+    grows = window > channel._init_recv_window
     channel._init_recv_window = window
-    if grow > 0 and channel._recv_window + held(channel) < window:
-        grant = window - channel._recv_window - held(channel)
+    grant = window - channel._recv_window - held(channel)
+    if grows and grant > 0:
         channel._recv_window += grant
         channel.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(grant))
 
